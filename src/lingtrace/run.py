@@ -1,0 +1,146 @@
+"""The run directory: paths, the resolved config, and stage completion.
+
+Layout (documented in the README)::
+
+    RUN/config.json                      resolved configuration of the run
+    RUN/data/{train,dev,test}.parquet    examples: uid, lang, translation_id, text_a, text_b, label
+    RUN/data/task.json                   task name, label names, parallel flag
+    RUN/checkpoints/epoch-K/             save_pretrained model + tokenizer after epoch K
+    RUN/checkpoints/manifest.json        per epoch: path, learning rates, train loss, dev accuracy
+    RUN/selection/test.parquet           selected test examples with the final model's prediction
+    RUN/influence/                       TracIn score store
+    RUN/stages/<stage>.json              completion marker: the config section the stage used
+
+A stage is complete when its marker exists; the marker holds the configuration it was made with.
+Running a stage again with a different configuration is refused unless ``overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lingtrace.config import Config, validate
+from lingtrace.errors import LingtraceError
+from lingtrace.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+#: pipeline order; each stage depends on the configuration sections listed
+STAGES: dict[str, tuple[str, ...]] = {
+    "prepare": ("data",),
+    "train": ("data", "model", "train"),
+    "select": ("data", "model", "train", "select"),
+    "influence": ("data", "model", "train", "select", "influence"),
+}
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # paths ---------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def split_path(self, split: str) -> Path:
+        return self.data_dir / f"{split}.parquet"
+
+    @property
+    def task_path(self) -> Path:
+        return self.data_dir / "task.json"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.checkpoints_dir / "manifest.json"
+
+    def checkpoint_dir(self, epoch: int) -> Path:
+        return self.checkpoints_dir / f"epoch-{epoch}"
+
+    @property
+    def selection_path(self) -> Path:
+        return self.root / "selection" / "test.parquet"
+
+    @property
+    def influence_dir(self) -> Path:
+        return self.root / "influence"
+
+    def stage_marker(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    # config ----------------------------------------------------------------
+    def load_config(self) -> Config:
+        if not self.config_path.exists():
+            raise LingtraceError(f"{self.root} is not a lingtrace run (no config.json)", "run `lingtrace prepare` or `lingtrace run CONFIG` first")
+        cfg = Config.from_dict(read_json(self.config_path))
+        validate(cfg)
+        return cfg
+
+    def save_config(self, cfg: Config) -> None:
+        write_json(self.config_path, cfg.to_dict())
+
+    # stages ----------------------------------------------------------------
+    def stage_config(self, cfg: Config, stage: str) -> dict[str, Any]:
+        d = cfg.to_dict()
+        return {s: d[s] for s in STAGES[stage]}
+
+    def is_complete(self, stage: str) -> bool:
+        return self.stage_marker(stage).exists()
+
+    def check_stage(self, cfg: Config, stage: str, overwrite: bool = False) -> bool:
+        """True when ``stage`` is complete with the same configuration (skip it).
+
+        Raises when it was completed with a different configuration and ``overwrite`` is false.
+        """
+        marker = self.stage_marker(stage)
+        if not marker.exists():
+            return False
+        done = read_json(marker)
+        if done.get("fingerprint") == fingerprint(self.stage_config(cfg, stage)):
+            return not overwrite
+        if overwrite:
+            return False
+        changed = _diff(done.get("config", {}), self.stage_config(cfg, stage))
+        raise LingtraceError(
+            f"stage {stage!r} in {self.root} was made with a different config ({changed})",
+            "use a new run directory, or pass --overwrite to recompute it and the stages after it",
+        )
+
+    def mark_complete(self, cfg: Config, stage: str, info: dict[str, Any] | None = None) -> None:
+        sc = self.stage_config(cfg, stage)
+        write_json(self.stage_marker(stage), {"stage": stage, "fingerprint": fingerprint(sc), "config": sc, "info": info or {}})
+
+    def invalidate_after(self, stage: str) -> None:
+        """Remove the completion markers of ``stage`` and every later stage."""
+        names = list(STAGES)
+        for later in names[names.index(stage):]:
+            self.stage_marker(later).unlink(missing_ok=True)
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            sub = _diff(va, vb, f"{prefix}{k}.")
+            if sub:
+                out.append(sub)
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return "; ".join(out[:3]) + ("; ..." if len(out) > 3 else "")

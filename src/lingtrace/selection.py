@@ -1,0 +1,66 @@
+"""Test selection: K examples per language drawn (seeded) from those the final model predicts correctly."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from lingtrace.config import Config
+from lingtrace.data import schema as S
+from lingtrace.errors import LingtraceError
+from lingtrace.io import write_parquet
+from lingtrace.models.loading import load_checkpoint
+from lingtrace.run import RunDir
+from lingtrace.training.trainer import accuracy_by_lang, predict, read_manifest, read_split
+from lingtrace.utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.parquet"
+
+
+def final_checkpoint(run: RunDir) -> int:
+    manifest = read_manifest(run)
+    if not manifest or not manifest.get("complete"):
+        raise LingtraceError(f"training in {run.root} is not complete", "run `lingtrace train RUN` first")
+    return int(manifest["final_epoch"])
+
+
+def draw(pool: pd.DataFrame, probs: np.ndarray, per_lang: int, seed: int) -> pd.DataFrame:
+    """Pure selection rule: per language, ``per_lang`` correctly predicted rows drawn with ``seed``."""
+    pool = pool.reset_index(drop=True).copy()
+    pool[S.PRED] = probs.argmax(1)
+    pool[S.CONFIDENCE] = probs.max(1).astype(np.float32)
+    correct = pool[pool[S.PRED] == pool[S.LABEL]]
+    parts = []
+    for i, lang in enumerate(sorted(pool[S.LANG].unique())):
+        cand = correct[correct[S.LANG] == lang]
+        if len(cand) < per_lang:
+            log.warning("%s: only %d correctly predicted test examples, fewer than select.per_lang=%d", lang, len(cand), per_lang)
+        rng = np.random.default_rng([seed, i])
+        take = rng.choice(len(cand), size=min(per_lang, len(cand)), replace=False)
+        parts.append(cand.iloc[np.sort(take)])
+    out = pd.concat(parts, ignore_index=True) if parts else correct.iloc[:0]
+    if len(out) == 0:
+        raise LingtraceError("the final model predicts no test example correctly", "check training (dev accuracy in checkpoints/manifest.json)")
+    return out
+
+
+def select(run: RunDir, cfg: Config) -> pd.DataFrame:
+    epoch = final_checkpoint(run)
+    test = read_split(run, "test")
+    device = resolve_device(cfg.train.device)
+    model, tokenizer = load_checkpoint(run.checkpoint_dir(epoch))
+    model.to(device)
+    probs = predict(model, tokenizer, test, cfg, device, desc="test")
+    acc, per_lang = accuracy_by_lang(test, probs)
+    log.info("test accuracy of epoch %d: %.4f (%s)", epoch, acc, ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_lang.items())))
+    preds = test.reset_index(drop=True).copy()
+    preds[S.PRED] = probs.argmax(1)
+    preds[S.CONFIDENCE] = probs.max(1).astype(np.float32)
+    write_parquet(run.selection_path.parent / PREDICTIONS, preds)
+    chosen = draw(test, probs, cfg.select.per_lang, cfg.select.seed)
+    write_parquet(run.selection_path, chosen)
+    return chosen

@@ -1,0 +1,284 @@
+"""Fine-tuning with a checkpoint after every epoch.
+
+AdamW with linear warm-up and decay, early stopping on dev accuracy with patience, and
+``save_pretrained`` (safetensors) to ``RUN/checkpoints/epoch-K/`` after each epoch. The manifest
+``RUN/checkpoints/manifest.json`` lists each epoch's path, learning rates, train loss and dev accuracy.
+
+Interrupting training (Ctrl-C, a crash) keeps every completed epoch; rerunning continues from the
+last complete epoch with the saved optimiser, scheduler and random-number state, so the result
+equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from lingtrace.config import Config
+from lingtrace.data import schema as S
+from lingtrace.errors import LingtraceError
+from lingtrace.io import atomic_dir, atomic_path, read_json, write_json
+from lingtrace.models.loading import encode, load_checkpoint, load_model_and_tokenizer
+from lingtrace.run import RunDir, fingerprint
+from lingtrace.utils import progress, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    path: str
+    lr_start: float
+    lr_end: float
+    lr_mean: float
+    train_loss: float
+    dev_accuracy: float
+    dev_accuracy_per_lang: dict[str, float]
+    steps: int
+
+
+def read_task(run: RunDir) -> dict[str, Any]:
+    return read_json(run.task_path)
+
+
+def read_split(run: RunDir, split: str) -> pd.DataFrame:
+    path = run.split_path(split)
+    if not path.exists():
+        raise LingtraceError(f"missing {path}", "run `lingtrace prepare RUN` first")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise LingtraceError(f"cannot read {path}: {e}", "rerun `lingtrace prepare RUN --overwrite`") from e
+
+
+def read_manifest(run: RunDir) -> dict[str, Any] | None:
+    return read_json(run.manifest_path) if run.manifest_path.exists() else None
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def batches(frame: pd.DataFrame, batch_size: int, order: np.ndarray | None = None):
+    idx = np.arange(len(frame)) if order is None else order
+    for start in range(0, len(idx), batch_size):
+        yield frame.iloc[idx[start : start + batch_size]]
+
+
+def _encode_frame(tokenizer, rows: pd.DataFrame, cfg: Config, device: torch.device) -> dict[str, torch.Tensor]:
+    text_b = rows[S.TEXT_B].tolist()
+    enc = encode(
+        tokenizer,
+        rows[S.TEXT_A].tolist(),
+        text_b if any(text_b) else None,
+        max_length=cfg.model.max_length,
+        prefix=cfg.model.text_prefix,
+    )
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+@torch.no_grad()
+def predict(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
+    """Class probabilities [n, num_labels] in float32."""
+    model.eval()
+    out = []
+    for rows in progress(batches(frame, cfg.train.eval_batch_size), total=math.ceil(len(frame) / cfg.train.eval_batch_size), desc=desc, leave=False):
+        enc = _encode_frame(tokenizer, rows, cfg, device)
+        with autocast_context(device, cfg.train.mixed_precision):
+            logits = model(**enc).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def accuracy_by_lang(frame: pd.DataFrame, probs: np.ndarray) -> tuple[float, dict[str, float]]:
+    correct = probs.argmax(1) == frame[S.LABEL].to_numpy()
+    per = {str(lang): float(correct[(frame[S.LANG] == lang).to_numpy()].mean()) for lang in frame[S.LANG].unique()}
+    return float(correct.mean()) if len(correct) else float("nan"), per
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune, resuming from the last complete epoch when a previous run was interrupted."""
+    task = read_task(run)
+    train_df = read_split(run, "train")
+    dev_df = read_split(run, "dev")
+    if len(train_df) == 0:
+        raise LingtraceError("the training set is empty", "check data.languages and data.exclude_lang")
+    device = resolve_device(cfg.train.device)
+    tcfg = cfg.train
+    fp = fingerprint(run.stage_config(cfg, "train"))
+
+    manifest = read_manifest(run)
+    if manifest is not None and (overwrite or manifest.get("fingerprint") != fp):
+        if not overwrite:
+            raise LingtraceError(
+                f"{run.checkpoints_dir} holds checkpoints from a different config",
+                "use a new run directory, or pass --overwrite to retrain",
+            )
+        manifest = None
+    if manifest is None:
+        for old in run.checkpoints_dir.glob("epoch-*"):
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+        (run.checkpoints_dir / TRAINER_STATE).unlink(missing_ok=True)
+        manifest = {"fingerprint": fp, "epochs": [], "best_epoch": None, "final_epoch": None, "complete": False}
+
+    seed_everything(tcfg.seed)
+    label_names = task["label_names"]
+    done = manifest["epochs"]
+    if done:
+        last = done[-1]["epoch"]
+        model, tokenizer = load_checkpoint(run.checkpoint_dir(last))
+        log.info("resuming training after epoch %d", last)
+    else:
+        model, tokenizer = load_model_and_tokenizer(cfg.model, num_labels=len(label_names), label_names=label_names)
+    if cfg.model.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    model.to(device)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr
+    )
+    steps_per_epoch = math.ceil(len(train_df) / tcfg.batch_size)
+    total = steps_per_epoch * tcfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * total), total)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and tcfg.mixed_precision and not torch.cuda.is_bf16_supported() else None
+
+    state_path = run.checkpoints_dir / TRAINER_STATE
+    if done:
+        if not state_path.exists():
+            raise LingtraceError(f"cannot resume: {state_path} is missing", "pass --overwrite to retrain from scratch")
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=False)
+        except Exception as e:
+            raise LingtraceError(f"cannot resume: {state_path} is damaged ({e})", "pass --overwrite to retrain from scratch") from e
+        if state.get("epoch") != done[-1]["epoch"]:
+            raise LingtraceError("cannot resume: trainer state does not match the last checkpoint", "pass --overwrite to retrain")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        best, bad = state["best"], state["bad_epochs"]
+    else:
+        best, bad = -1.0, 0
+
+    start_epoch = len(done) + 1
+    if manifest.get("complete"):
+        return manifest
+    for epoch in range(start_epoch, tcfg.epochs + 1):
+        if bad >= tcfg.patience:
+            break
+        model.train()
+        order = np.random.default_rng(tcfg.seed * 1000 + epoch).permutation(len(train_df))
+        losses, lrs = [], []
+        bar = progress(batches(train_df, tcfg.batch_size, order), total=steps_per_epoch, desc=f"epoch {epoch}/{tcfg.epochs}")
+        for rows in bar:
+            enc = _encode_frame(tokenizer, rows, cfg, device)
+            labels = torch.as_tensor(rows[S.LABEL].to_numpy(), device=device)
+            lrs.append(scheduler.get_last_lr()[0])
+            with autocast_context(device, tcfg.mixed_precision):
+                loss = torch.nn.functional.cross_entropy(model(**enc).logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if tcfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        bar.close()
+        probs = predict(model, tokenizer, dev_df, cfg, device, desc="dev")
+        acc, per_lang = accuracy_by_lang(dev_df, probs)
+        rec = EpochRecord(
+            epoch=epoch,
+            path=f"epoch-{epoch}",
+            lr_start=float(lrs[0]),
+            lr_end=float(lrs[-1]),
+            lr_mean=float(np.mean(lrs)),
+            train_loss=float(np.mean(losses)),
+            dev_accuracy=acc,
+            dev_accuracy_per_lang=per_lang,
+            steps=len(losses),
+        )
+        if acc > best:
+            best, bad = acc, 0
+            manifest["best_epoch"] = epoch
+        else:
+            bad += 1
+        # checkpoint first, then the trainer state, then the manifest: a crash in between is redone
+        with atomic_dir(run.checkpoint_dir(epoch)) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        with atomic_path(state_path) as tmp:
+            torch.save(
+                {
+                    "epoch": epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                    "best": best,
+                    "bad_epochs": bad,
+                },
+                tmp,
+            )
+        manifest["epochs"].append(rec.__dict__)
+        manifest["final_epoch"] = manifest["best_epoch"]
+        write_json(run.manifest_path, manifest)
+        log.info(
+            "epoch %d: train loss %.4f, dev accuracy %.4f (%s)",
+            epoch,
+            rec.train_loss,
+            acc,
+            ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_lang.items())),
+        )
+    manifest["stopped_early"] = len(manifest["epochs"]) < tcfg.epochs
+    manifest["complete"] = True
+    write_json(run.manifest_path, manifest)
+    return manifest
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name or ".ln" in name

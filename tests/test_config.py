@@ -1,0 +1,87 @@
+"""Configuration: presets carry the paper's settings, YAML + overrides, validation, run-dir stage markers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lingtrace.cli import main
+from lingtrace.config import Config, apply_overrides, help_keys, load_config, preset
+from lingtrace.errors import LingtraceError
+from lingtrace.run import RunDir
+
+
+def test_presets_carry_paper_settings():
+    for name, lr in [("xnli", 2e-5), ("pawsx", 9e-6), ("marc", 2e-5)]:
+        c = preset(name)
+        assert c.model.name == "xlm-roberta-base"
+        assert c.train.lr == lr and c.train.epochs == 10 and c.train.patience == 3
+        assert c.data.train_per_lang == 2000 and c.select.per_lang == 25 and len(c.data.languages) == 5
+
+
+def test_yaml_with_preset_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("preset: pawsx\ndata:\n  languages: [en, de]\ntrain:\n  batch_size: 8\n")
+    c = load_config(p, ["train.lr=1e-5", "model.num_layers=4", "data.columns={text_a: s1}"])
+    assert c.data.task == "pawsx" and c.data.languages == ["en", "de"]
+    assert c.train.batch_size == 8 and c.train.lr == 1e-5 and c.model.num_layers == 4
+    assert c.data.columns == {"text_a": "s1"}
+    assert Config.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr'"),
+        ("train.lr=abc", "must be float"),
+        ("train.epochs=0", "epochs"),
+        ("influence.mode=cos", "influence.mode"),
+        ("data.exclude_lang=xx", "exclude_lang"),
+        ("data.extra_pct=50", "extra_lang"),
+        ("model.freeze_embeddings=maybe", "true or false"),
+        ("data.source=official", "data.path"),
+        ("noequals", "key=value"),
+    ],
+)
+def test_validation_messages(override, message):
+    with pytest.raises(LingtraceError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_yaml_file(tmp_path):
+    with pytest.raises(LingtraceError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(LingtraceError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_help_keys_cover_every_field():
+    keys = {k for k, text, _ in help_keys()}
+    assert {"data.languages", "train.lr", "influence.mode", "model.num_layers"} <= keys
+    assert all(text for _, text, _ in help_keys())
+
+
+def test_stage_marker_refuses_other_config(tmp_path):
+    run = RunDir(tmp_path)
+    cfg = Config()
+    assert not run.check_stage(cfg, "prepare")
+    run.mark_complete(cfg, "prepare")
+    assert run.check_stage(cfg, "prepare")
+    # a change to a later section does not touch prepare
+    assert run.check_stage(apply_overrides(cfg, ["train.lr=1e-3"]), "prepare")
+    with pytest.raises(LingtraceError, match="data.seed: 0 -> 1"):
+        run.check_stage(apply_overrides(cfg, ["data.seed=1"]), "prepare")
+    assert not run.check_stage(apply_overrides(cfg, ["data.seed=1"]), "prepare", overwrite=True)
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "r")]) == 2
+    assert "no config" in capsys.readouterr().err
+    assert main(["prepare", str(tmp_path / "r"), "--preset", "emoji", "--set", "data.languages=[de,xx]"]) == 2
+    err = capsys.readouterr().err
+    assert "xx" in err and err.count("\n") == 1
+    assert main(["train", str(tmp_path / "r2"), "--preset", "emoji"]) == 2
+    assert "prepare" in capsys.readouterr().err
