@@ -104,12 +104,19 @@ class InfluenceConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    k: int = _f(100, "top-k most positively / negatively influential training examples per test example")
+    examples_per_table: int = _f(3, "training examples per test example in the example tables (paper: 3)")
+
+
+@dataclass
 class Config:
     data: DataConfig = _f(factory=DataConfig, help="data preparation")
     model: ModelConfig = _f(factory=ModelConfig, help="model")
     train: TrainConfig = _f(factory=TrainConfig, help="fine-tuning")
     select: SelectConfig = _f(factory=SelectConfig, help="test selection")
     influence: InfluenceConfig = _f(factory=InfluenceConfig, help="TracIn influence")
+    analysis: AnalysisConfig = _f(factory=AnalysisConfig, help="analyses and report")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,7 +158,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "task": "emoji",
             "source": "embedded",
             "languages": ["de", "es", "fr", "ru", "zh"],
-            "train_per_lang": 160,
+            "train_per_lang": 300,
             "dev_per_lang": 60,
             "test_per_lang": 100,
         },
@@ -159,10 +166,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "name": "embedded:multilingual-e5-small",
             "freeze_embeddings": True,
             "num_layers": 4,
-            "max_length": 32,
+            "max_length": 48,
             "text_prefix": "query: ",
         },
-        "train": {"lr": 2e-4, "epochs": 3, "patience": 3, "batch_size": 16, "warmup_ratio": 0.1},
+        "train": {"lr": 1e-4, "epochs": 4, "patience": 3, "batch_size": 16, "warmup_ratio": 0.1},
         "select": {"per_lang": 10},
         "influence": {"batch_size": 16},
     },
@@ -338,6 +345,8 @@ def validate(cfg: Config) -> None:
         raise LingtraceError(f"influence.checkpoints must be trajectory or all, got {i.checkpoints!r}")
     if i.batch_size < 1 or (i.test_chunk is not None and i.test_chunk < 1):
         raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
+    if cfg.analysis.k < 1 or cfg.analysis.examples_per_table < 1:
+        raise LingtraceError("analysis.k and analysis.examples_per_table must be at least 1")
     if i.projection_dim is not None and i.projection_dim < 1:
         raise LingtraceError(f"influence.projection_dim must be at least 1, got {i.projection_dim}")
 

@@ -209,7 +209,7 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
         bar = progress(batches(train_df, tcfg.batch_size, order), total=steps_per_epoch, desc=f"epoch {epoch}/{tcfg.epochs}")
         for rows in bar:
             enc = _encode_frame(tokenizer, rows, cfg, device)
-            labels = torch.as_tensor(rows[S.LABEL].to_numpy(), device=device)
+            labels = torch.tensor(rows[S.LABEL].to_numpy(dtype=np.int64), device=device)
             lrs.append(scheduler.get_last_lr()[0])
             with autocast_context(device, tcfg.mixed_precision):
                 loss = torch.nn.functional.cross_entropy(model(**enc).logits.float(), labels)
