@@ -51,11 +51,25 @@ def stage_influence(run: RunDir, cfg: Config, overwrite: bool) -> dict:
     return run_influence(run, cfg, overwrite=overwrite) or {}
 
 
+def stage_analyze(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+    from lingtrace.analysis.stage import run_analyze
+
+    return run_analyze(run, cfg) or {}
+
+
+def stage_report(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+    from lingtrace.report.stage import run_report
+
+    return run_report(run, cfg) or {}
+
+
 STAGE_FUNCS: dict[str, Callable[[RunDir, Config, bool], dict]] = {
     "prepare": stage_prepare,
     "train": stage_train,
     "select": stage_select,
     "influence": stage_influence,
+    "analyze": stage_analyze,
+    "report": stage_report,
 }
 assert list(STAGE_FUNCS) == list(STAGES)
 

@@ -9,6 +9,8 @@ Layout (documented in the README)::
     RUN/checkpoints/manifest.json        per epoch: path, learning rates, train loss, dev accuracy
     RUN/selection/test.parquet           selected test examples with the final model's prediction
     RUN/influence/                       TracIn score store
+    RUN/analysis/                        analysis tables
+    RUN/report/index.html                the report
     RUN/stages/<stage>.json              completion marker: the config section the stage used
 
 A stage is complete when its marker exists; the marker holds the configuration it was made with.
@@ -35,6 +37,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "train": ("data", "model", "train"),
     "select": ("data", "model", "train", "select"),
     "influence": ("data", "model", "train", "select", "influence"),
+    "analyze": ("data", "model", "train", "select", "influence", "analysis"),
+    "report": ("data", "model", "train", "select", "influence", "analysis"),
 }
 
 
@@ -80,6 +84,14 @@ class RunDir:
     @property
     def influence_dir(self) -> Path:
         return self.root / "influence"
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
 
     def stage_marker(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"
