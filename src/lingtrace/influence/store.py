@@ -12,6 +12,10 @@ Layout::
                             groups sum to "scores" (present when the breakdown was asked for);
                             "test_norm" [test], "train_norm" [train]: gradient norms at checkpoint K
 
+    parts/                  work in progress: one file per (epoch, test chunk, training shard), the
+                            unit of resumption (and of distribution across ranks); merged into
+                            epoch-K.safetensors when an epoch is complete, then deleted
+
 The summed TracIn score is the sum of the per-epoch matrices. Files are written atomically; a reader
 only trusts epochs listed in ``meta.json`` (``complete`` is true once every epoch is written).
 Matrices are memory-mapped, so a store larger than memory can be read block by block.
@@ -54,6 +58,46 @@ def write_epoch(directory: str | Path, epoch: int, tensors: dict[str, np.ndarray
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(arrays, str(tmp))
+    return path
+
+
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32"}
+
+
+def write_streaming(path: str | Path, specs: dict[str, tuple[tuple[int, ...], Any]], fill) -> Path:
+    """Atomically write a safetensors file whose tensors are produced block by block.
+
+    ``specs`` maps each tensor name to (shape, numpy dtype); ``fill(name, write)`` must call
+    ``write(array)`` with consecutive C-order pieces (e.g. row blocks) that together make the tensor.
+    Nothing larger than one piece is held in memory.
+    """
+    path = Path(path)
+    header: dict[str, Any] = {}
+    offset = 0
+    sizes = {}
+    for name, (shape, dtype) in specs.items():
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        header[name] = {"dtype": _ST_DTYPES[dt], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        sizes[name] = (nbytes, dt)
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)
+    with atomic_path(path, suffix=".safetensors") as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in specs:
+            nbytes, dt = sizes[name]
+            written = [0]
+
+            def write(arr, _dt=dt, _w=written):
+                a = np.ascontiguousarray(arr, dtype=_dt)
+                f.write(a.tobytes())
+                _w[0] += a.nbytes
+
+            fill(name, write)
+            if written[0] != nbytes:
+                raise ValueError(f"write_streaming: {name} got {written[0]} bytes, expected {nbytes}")
     return path
 
 
@@ -173,3 +217,158 @@ def load_scores(where, require_complete: bool = True) -> InfluenceScores:
     test_uids = read_json(directory / TEST_UIDS)
     epochs = [int(e) for e in meta.get("epochs_done", meta.get("epochs", []))]
     return InfluenceScores(directory, meta, epochs, train_uids, test_uids)
+
+
+# ---------------------------------------------------------------- writing (resumable)
+
+PARTS = "parts"
+
+
+def part_file(directory: str | Path, epoch: int, chunk: int, shard: int) -> Path:
+    return Path(directory) / PARTS / f"epoch-{epoch}.chunk-{chunk}.shard-{shard}.safetensors"
+
+
+class StoreWriter:
+    """The on-disk sink of ``TracIn.run``: one part file per (epoch, chunk, shard), merged into
+    ``epoch-K.safetensors`` once an epoch's parts are all there.
+
+    A store made with the same ``fingerprint`` is resumed (its saved plan is followed and its finished
+    parts are kept); one made with a different fingerprint is refused unless ``overwrite``, which
+    clears it. ``assemble=False`` (ranks other than 0 in a distributed run) only writes parts.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        fingerprint: str,
+        meta: dict[str, Any],
+        train_uids: list[str],
+        test_uids: list[str],
+        overwrite: bool = False,
+        assemble: bool = True,
+    ):
+        from lingtrace.influence.tracin import Plan
+
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+        self.assemble = assemble
+        self.n_train, self.n_test = len(train_uids), len(test_uids)
+        self.plan = None
+        meta_path = self.directory / META
+        old = read_json(meta_path) if meta_path.exists() else None
+        if old is not None and old.get("fingerprint") != fingerprint:
+            if not overwrite:
+                raise LingtraceError(
+                    f"{self.directory} holds influence scores made with a different config or data",
+                    "use a new run directory, or pass --overwrite to recompute them",
+                )
+            if assemble:
+                self.clear()
+            old = None
+        if old is not None and old.get("plan"):
+            self.plan = Plan.from_dict(old["plan"])
+            self.meta = old
+        else:
+            self.meta = {**meta, "fingerprint": fingerprint, "complete": False, "epochs_done": [], "n_train": self.n_train, "n_test": self.n_test}
+        if assemble and old is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_axes(self.directory, train_uids, test_uids)
+            write_json(meta_path, self.meta)
+
+    def clear(self) -> None:
+        import shutil
+
+        if self.directory.exists():
+            for p in self.directory.iterdir():
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+    # -- the sink protocol ---------------------------------------------------------
+    def begin(self, plan) -> None:
+        self.plan = plan
+        if self.assemble:
+            self.meta["plan"] = plan.to_dict()
+            write_json(self.directory / META, self.meta)
+
+    def _epoch_complete(self, epoch: int) -> bool:
+        return epoch in self.meta.get("epochs_done", []) and epoch_file(self.directory, epoch).exists()
+
+    def is_done(self, epoch: int, chunk: int, shard: int) -> bool:
+        if self._epoch_complete(epoch):
+            return True
+        path = part_file(self.directory, epoch, chunk, shard)
+        if not path.exists():
+            return False
+        try:
+            names = tensor_names(path)
+            mmap_tensor(path, SCORES)
+        except LingtraceError:
+            path.unlink(missing_ok=True)  # damaged: recompute that unit
+            return False
+        return SCORES in names
+
+    def put(self, part) -> None:
+        tensors = dict(part.matrices)
+        tensors["test_norm"] = np.asarray(part.test_norm, dtype=np.float64)
+        tensors["train_norm"] = np.asarray(part.train_norm, dtype=np.float64)
+        path = part_file(self.directory, part.epoch, part.chunk, part.shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+
+    def parts_complete(self, epoch: int) -> bool:
+        return all(
+            part_file(self.directory, epoch, c, s).exists()
+            for c in range(len(self.plan.chunks))
+            for s in range(len(self.plan.shards))
+        )
+
+    def epoch_done(self, epoch: int) -> None:
+        if not self.assemble or self._epoch_complete(epoch) or not self.parts_complete(epoch):
+            return
+        self.merge(epoch)
+
+    def merge(self, epoch: int, block_rows: int = 256) -> None:
+        """Merge an epoch's parts into ``epoch-K.safetensors`` (streamed, row blocks), then drop them."""
+        plan = self.plan
+        parts = {(c, s): part_file(self.directory, epoch, c, s) for c in range(len(plan.chunks)) for s in range(len(plan.shards))}
+        names = [n for n in tensor_names(parts[(0, 0)]) if n not in ("test_norm", "train_norm")]
+        dtype = mmap_tensor(parts[(0, 0)], SCORES).dtype
+        specs: dict[str, tuple[tuple[int, ...], Any]] = {n: ((self.n_test, self.n_train), dtype) for n in names}
+        specs["test_norm"] = ((self.n_test,), np.float64)
+        specs["train_norm"] = ((self.n_train,), np.float64)
+
+        def fill(name, write):
+            if name == "test_norm":
+                for c in range(len(plan.chunks)):
+                    write(mmap_tensor(parts[(c, 0)], name))
+                return
+            if name == "train_norm":
+                for s in range(len(plan.shards)):
+                    write(mmap_tensor(parts[(0, s)], name))
+                return
+            for c, (r0, r1) in enumerate(plan.chunks):
+                mats = [mmap_tensor(parts[(c, s)], name) for s in range(len(plan.shards))]
+                for a in range(0, r1 - r0, block_rows):
+                    write(np.concatenate([m[a : a + block_rows] for m in mats], axis=1))
+
+        write_streaming(epoch_file(self.directory, epoch), specs, fill)
+        done = sorted(set(self.meta.get("epochs_done", [])) | {epoch})
+        self.meta["epochs_done"] = done
+        self.meta["complete"] = all(e in done for e in self.meta.get("epochs", []))
+        write_json(self.directory / META, self.meta)
+        for p in parts.values():
+            p.unlink(missing_ok=True)
+
+    def finish(self, stats: dict[str, Any] | None = None) -> None:
+        if not self.assemble:
+            return
+        if stats:
+            self.meta["stats"] = stats
+        self.meta["complete"] = all(e in self.meta.get("epochs_done", []) for e in self.meta.get("epochs", []))
+        write_json(self.directory / META, self.meta)
+        parts_dir = self.directory / PARTS
+        if self.meta["complete"] and parts_dir.exists() and not any(parts_dir.iterdir()):
+            parts_dir.rmdir()
