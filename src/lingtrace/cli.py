@@ -1,4 +1,4 @@
-"""Command line: ``lingtrace demo | run | prepare | train | select | influence | config``."""
+"""Command line: ``lingtrace demo | run | prepare | train | select | influence | analyze | report | config``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from lingtrace.run import STAGES, RunDir
 
 log = logging.getLogger("lingtrace")
 
-DEMO_STAGES = ["prepare", "train", "select", "influence"]
+DEMO_STAGES = ["prepare", "train", "select", "influence", "analyze", "report"]
 
 
 def _add_common(p: argparse.ArgumentParser, run_arg: bool = True) -> None:
@@ -27,6 +27,40 @@ def _add_common(p: argparse.ArgumentParser, run_arg: bool = True) -> None:
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. --set train.lr=1e-5 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="recompute stages whose outputs were made with a different config")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+#: influence flags -> config keys (shortcuts for --set influence.KEY=VALUE)
+INFLUENCE_FLAGS = {
+    "mode": "mode",
+    "params": "params",
+    "batch_size": "batch_size",
+    "device": "device",
+    "dtype": "dtype",
+    "test_chunk": "test_chunk",
+    "checkpoints": "checkpoints",
+    "projection_dim": "projection_dim",
+}
+
+
+def _add_influence_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("influence options (shortcuts for --set influence.KEY=VALUE)")
+    g.add_argument("--mode", choices=["cosine", "dot", "train-normalised"], help="score: cosine per checkpoint then summed (default, the paper's), dot (plain TracIn), train-normalised")
+    g.add_argument("--params", metavar="PATTERNS", help="comma-separated parameter-name patterns or groups (word_embeddings, embeddings, layer.N, head; !X excludes); default: all trained parameters")
+    g.add_argument("--batch-size", type=int, help="training examples per per-example-gradient batch")
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], help="precision of the gradient passes (bfloat16/float16: autocast on a GPU)")
+    g.add_argument("--test-chunk", type=int, help="test examples whose gradients stay resident at once (default: sized to free memory)")
+    g.add_argument("--checkpoints", choices=["trajectory", "all"], help="epochs up to the final model (default) or every saved epoch")
+    g.add_argument("--projection-dim", type=int, help="random projection (CountSketch) to this dimension instead of exact scores")
+
+
+def _flag_overrides(args) -> list[str]:
+    out = []
+    for attr, key in INFLUENCE_FLAGS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"influence.{key}={value}")
+    return out
 
 
 def _presets():
@@ -57,9 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "fine-tune with a checkpoint per epoch into RUN/checkpoints/ (resumes after an interruption)"),
         ("select", "draw the test examples the final model predicts correctly into RUN/selection/"),
         ("influence", "TracIn scores of every training example for every selected test example into RUN/influence/"),
+        ("analyze", "the paper's analyses (language shares, average influence, translation overlap, dynamics, ...) into RUN/analysis/"),
+        ("report", "the HTML report with figures, tables and an example browser into RUN/report/index.html"),
     ]:
         p = sub.add_parser(stage, help=helptext)
         _add_common(p)
+        if stage == "influence":
+            _add_influence_options(p)
 
     p = sub.add_parser("config", help="print a config (a preset's or a run's) or every key with its help")
     p.add_argument("--preset", choices=sorted(_presets()))
@@ -81,7 +119,7 @@ def _resolve_config(args, run: RunDir | None) -> Config:
             f"no config for {run.root if run else 'this run'}",
             "give --config YAML or --preset NAME (see `lingtrace config --help-keys`)",
         )
-    cfg = apply_overrides(cfg, args.overrides)
+    cfg = apply_overrides(cfg, list(args.overrides) + _flag_overrides(args))
     validate(cfg)
     return cfg
 
@@ -106,6 +144,8 @@ def _summary(run: RunDir) -> None:
             per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(e["dev_accuracy_per_lang"].items()))
             print(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}  dev accuracy {e['dev_accuracy']:.4f}  ({per})")
         print(f"final model: epoch {m['final_epoch']}")
+    if (run.report_dir / "index.html").exists():
+        print(f"report: {run.report_dir / 'index.html'}")
     print(f"outputs in {run.root}")
 
 

@@ -107,6 +107,7 @@ class InfluenceConfig:
 class AnalysisConfig:
     k: int = _f(100, "top-k most positively / negatively influential training examples per test example")
     examples_per_table: int = _f(3, "training examples per test example in the example tables (paper: 3)")
+    browser_k: int = _f(10, "training examples per direction shown for each test example in the report's example browser")
 
 
 @dataclass
@@ -345,8 +346,8 @@ def validate(cfg: Config) -> None:
         raise LingtraceError(f"influence.checkpoints must be trajectory or all, got {i.checkpoints!r}")
     if i.batch_size < 1 or (i.test_chunk is not None and i.test_chunk < 1):
         raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
-    if cfg.analysis.k < 1 or cfg.analysis.examples_per_table < 1:
-        raise LingtraceError("analysis.k and analysis.examples_per_table must be at least 1")
+    if cfg.analysis.k < 1 or cfg.analysis.examples_per_table < 1 or cfg.analysis.browser_k < 1:
+        raise LingtraceError("analysis.k, analysis.examples_per_table and analysis.browser_k must be at least 1")
     if i.projection_dim is not None and i.projection_dim < 1:
         raise LingtraceError(f"influence.projection_dim must be at least 1, got {i.projection_dim}")
 

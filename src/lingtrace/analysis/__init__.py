@@ -1,1 +1,9 @@
+"""The paper's analyses as pure functions: score matrices (numpy, memory-mapped is fine) and example
+metadata frames in, tables (``pandas.DataFrame``) out; statistics return ``(statistic, p_value)``.
 
+``topk`` (top-k per test example), ``shares`` (Fig. 2, 3, 12, 13), ``average`` (Tables 3, 6),
+``overlap`` (Table 4), ``dynamics`` (Wilcoxon tests between epochs), ``distributions`` (Figs. 9-11),
+``examples`` (Tables 1, 2, 5), ``scripts`` (script purity / code-switching), ``embeddings`` (the
+word-embedding share); ``tables`` documents every output table; ``stage`` runs them all for
+``lingtrace analyze``; ``synthetic`` writes a synthetic run directory for tests and previews.
+"""

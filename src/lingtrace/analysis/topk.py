@@ -1,10 +1,21 @@
-"""Top-k most positively / negatively influential training examples per test example."""
+"""Top-k most positively / negatively influential training examples per test example.
+
+``top_k`` works on one [test x train] matrix (block by block, so memory-mapped stores larger than
+memory are fine); ``topk_frame`` turns the top-k of every checkpoint (and of the summed score) into
+the long ``topk`` table (columns in ``lingtrace.analysis.tables.TOPK``) that the other analyses read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
+
+from lingtrace.analysis.common import DIRECTIONS, POSITIVE, MatrixLike, as_lang_array, block_rows_for
+from lingtrace.analysis.tables import TOPK
+from lingtrace.data import schema as S
 
 
 class TopK(NamedTuple):
@@ -40,3 +51,50 @@ def top_k(scores: np.ndarray, k: int, largest: bool = True, block_rows: int = 25
             idx[start + r] = cand[order]
             val[start + r] = block[r, cand[order]]
     return TopK(idx, val)
+
+
+def topk_frame(
+    matrices: Mapping[int, MatrixLike],
+    test: pd.DataFrame,
+    train: pd.DataFrame,
+    k: int,
+    directions: Sequence[str] = DIRECTIONS,
+    block_rows: int | None = None,
+) -> pd.DataFrame:
+    """The ``topk`` table: for every matrix (``{epoch: [test x train]}``, 0 = summed) and direction,
+    the top-k training examples of every test example, one row per (epoch, direction, test, rank).
+
+    ``test`` and ``train`` are the example frames aligned with the matrix rows and columns
+    (``align_examples``). ``negative`` takes the k smallest scores, whatever their sign.
+    """
+    test_uid = test[S.UID].astype(str).to_numpy()
+    test_lang = as_lang_array(test[S.LANG])
+    train_uid = train[S.UID].astype(str).to_numpy()
+    train_lang = as_lang_array(train[S.LANG])
+    train_tid = train[S.TRANSLATION_ID].astype(str).to_numpy()
+    parts = []
+    for epoch, matrix in matrices.items():
+        if tuple(matrix.shape) != (len(test), len(train)):
+            raise ValueError(f"matrix of epoch {epoch} has shape {matrix.shape}, expected {(len(test), len(train))}")
+        for direction in directions:
+            res = top_k(matrix, k, largest=direction == POSITIVE, block_rows=block_rows or block_rows_for(len(train)))
+            n, kk = res.indices.shape
+            cols = res.indices.ravel()
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "epoch": np.full(n * kk, int(epoch), dtype=np.int64),
+                        "direction": np.full(n * kk, direction, dtype=object),
+                        "test_uid": np.repeat(test_uid, kk),
+                        "test_lang": np.repeat(test_lang, kk),
+                        "rank": np.tile(np.arange(1, kk + 1, dtype=np.int64), n),
+                        "train_uid": train_uid[cols],
+                        "train_lang": train_lang[cols],
+                        "train_translation_id": train_tid[cols],
+                        "score": res.scores.ravel(),
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame(columns=list(TOPK.columns))
+    return pd.concat(parts, ignore_index=True)

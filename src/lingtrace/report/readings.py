@@ -1,0 +1,173 @@
+"""One plain-language sentence per analysis, computed from its table (what the numbers say)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from lingtrace.analysis.common import ALL, NEGATIVE, POSITIVE, SUMMED
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}%"
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+
+
+def language_shares(inl: pd.DataFrame, k: int) -> str:
+    sel = inl[(inl["epoch"] == SUMMED) & (inl["direction"] == POSITIVE)]
+    per = sel[sel["test_lang"] != ALL]
+    overall = sel[sel["test_lang"] == ALL]
+    if per.empty or overall.empty:
+        return "No test example has top-k results."
+    hi = per.loc[per["share"].idxmax()]
+    lo = per.loc[per["share"].idxmin()]
+    o = overall.iloc[0]
+    return (
+        f"On average {_pct(o['share'])} of a test example's {k} most positively influential training examples are in "
+        f"its own language ({_pct(o['train_fraction'])} expected by chance): from {_pct(lo['share'])} for "
+        f"{lo['test_lang']} to {_pct(hi['share'])} for {hi['test_lang']}; the rest comes from other languages."
+    )
+
+
+def average_influence(avg: pd.DataFrame) -> str:
+    sel = avg[avg["epoch"] == SUMMED]
+    if sel.empty:
+        return "No scores."
+    same = sel[sel["test_lang"] == sel["train_lang"]]
+    cross = sel[sel["test_lang"] != sel["train_lang"]]
+
+    def wmean(f: pd.DataFrame) -> float:
+        return float((f["mean_score"] * f["n_pairs"]).sum() / f["n_pairs"].sum()) if f["n_pairs"].sum() else float("nan")
+
+    parts = []
+    if not same.empty and not cross.empty:
+        parts.append(f"In-language pairs have a mean score of {wmean(same):.3g}, cross-lingual pairs {wmean(cross):.3g}")
+    best = cross.loc[cross["mean_score"].idxmax()] if not cross.empty else None
+    if best is not None:
+        parts.append(f"the most helpful other language is {best['train_lang']} for {best['test_lang']} test examples ({best['mean_score']:.3g})")
+    return "; ".join(parts) + "." if parts else "Only one language pair."
+
+
+def translation_overlap(ov: pd.DataFrame) -> str:
+    pos = ov[(ov["direction"] == POSITIVE) & (ov["test_lang"] == ALL) & (ov["train_lang"] == ALL)]
+    neg = ov[(ov["direction"] == NEGATIVE) & (ov["test_lang"] == ALL) & (ov["train_lang"] == ALL)]
+    if pos.empty:
+        return "No cross-lingual top-k examples."
+    p = pos.iloc[0]
+    kind = "mostly reinforce" if p["pct_translations"] >= 50 else "mostly complement"
+    text = (
+        f"{_pct(p['pct_translations'])} of the positively influential examples from other languages are translations of "
+        f"in-language top-k examples ({_pct(p['pct_by_chance'])} expected by chance), so other languages {kind} the "
+        "test language's own data"
+    )
+    if not neg.empty:
+        text += f"; for negative influence it is {_pct(neg.iloc[0]['pct_translations'])}"
+    return text + "."
+
+
+def dynamics(inl: pd.DataFrame, wil: pd.DataFrame | None) -> str:
+    sel = inl[(inl["epoch"] != SUMMED) & (inl["direction"] == POSITIVE) & (inl["test_lang"] == ALL)].sort_values("epoch")
+    if len(sel) < 2:
+        return "Only one checkpoint: there are no dynamics to show."
+    first, last = sel.iloc[0], sel.iloc[-1]
+    trend = "falls" if last["share"] < first["share"] else "rises" if last["share"] > first["share"] else "stays"
+    text = (
+        f"The in-language share of the top-k positive examples {trend} from {_pct(first['share'])} at epoch "
+        f"{int(first['epoch'])} to {_pct(last['share'])} at epoch {int(last['epoch'])}"
+    )
+    if wil is not None and not wil.empty:
+        w = wil[
+            (wil["measure"] == "in_language_share")
+            & (wil["direction"] == POSITIVE)
+            & (wil["test_lang"] == ALL)
+            & (wil["epoch_a"] == first["epoch"])
+            & (wil["epoch_b"] == last["epoch"])
+        ]
+        r = wil[
+            (wil["measure"] == "mean_rank_of_top_k")
+            & (wil["direction"] == POSITIVE)
+            & (wil["test_lang"] == ALL)
+            & (wil["epoch_a"] == first["epoch"])
+            & (wil["epoch_b"] == last["epoch"])
+        ]
+        if not w.empty:
+            text += f" (Wilcoxon {_p(w.iloc[0]['p_value'])}, n = {int(w.iloc[0]['n'])})"
+        if not r.empty:
+            text += (
+                f"; the overall top-k have a mean rank of {r.iloc[0]['mean_a']:.0f} at epoch {int(first['epoch'])} and "
+                f"{r.iloc[0]['mean_b']:.0f} at epoch {int(last['epoch'])} ({_p(r.iloc[0]['p_value'])})"
+            )
+    return text + "."
+
+
+def score_distributions(dist: pd.DataFrame) -> str:
+    sel = dist[dist["direction"] == POSITIVE]
+    langs = list(dict.fromkeys(sel["test_lang"]))
+    wins = 0
+    counted = 0
+    for lang in langs:
+        sub = sel[sel["test_lang"] == lang]
+        own = sub[sub["train_lang"] == lang]
+        other = sub[sub["train_lang"] != lang]
+        if own.empty or other.empty:
+            continue
+        counted += 1
+        wins += bool(own["median"].iloc[0] >= other["median"].max())
+    if not counted:
+        return "The top-k of each test language come from a single training language."
+    return (
+        f"In {wins} of {counted} test languages the in-language top-k positive examples have the highest median score; "
+        "elsewhere some other language's examples score higher."
+    )
+
+
+def examples(n_test: int, browser_k: int) -> str:
+    return (
+        f"The browser below lists all {n_test} test examples; open one to see its {browser_k} most positively and most "
+        "negatively influential training examples."
+    )
+
+
+def example_tables(ex: pd.DataFrame) -> str:
+    top = ex[(ex["direction"] == POSITIVE) & (ex["rank"] == 1)]
+    if top.empty:
+        return "No example has a top-k."
+    same_label = float((top["train_label"] == top["test_label"]).mean()) * 100
+    same_lang = float((top["train_lang"] == top["test_lang"]).mean()) * 100
+    return (
+        f"Over all {len(top)} test examples, the single most positively influential training example has the test example's "
+        f"gold label in {_pct(same_label)} of cases and is in the test example's language in {_pct(same_lang)}."
+    )
+
+
+def script_purity(sp: pd.DataFrame) -> str:
+    sel = sp[(sp["test_lang"] == ALL) & (sp["direction"] == POSITIVE) & (sp["n_topk"] > 0)]
+    if sel.empty:
+        return "No top-k example has any letter."
+    lo = sel.loc[sel["pct_pure_topk"].idxmin()]
+    text = (
+        f"The lowest share is for {lo['train_lang']}: {_pct(lo['pct_pure_topk'])} of its positively influential examples "
+        f"are written only in {lo['expected_script']} (vs {_pct(lo['pct_pure_train'])} of all its training examples)"
+    )
+    if lo["other_scripts"]:
+        text += f"; the others also contain {lo['other_scripts']}"
+    return text + "."
+
+
+def word_embedding_share(we: pd.DataFrame) -> str:
+    sel = we[we["direction"] == POSITIVE]
+    if sel.empty:
+        return "No word-embedding breakdown."
+    total = float(sel["word_embeddings_sum"].sum() / sel["score_sum"].sum()) * 100 if sel["score_sum"].sum() else float("nan")
+    cross = sel[sel["test_lang"] != sel["train_lang"]].dropna(subset=["share"])
+    text = f"Word embeddings carry {_pct(total)} of the summed top-k positive influence"
+    if not cross.empty:
+        hi = cross.loc[cross["share"].idxmax()]
+        text += f"; the most for {hi['train_lang']} training examples on {hi['test_lang']} test examples ({_pct(hi['share'])})"
+    return text + "."

@@ -1,0 +1,490 @@
+"""The ``report`` stage: ``RUN/report/index.html``, one self-contained page a researcher can read and browse.
+
+It reads the analysis tables (``RUN/analysis/``), the run's config, data, checkpoint manifest and
+selection, and writes ``RUN/report/index.html`` (figures embedded as PNG data URIs, the example
+browser's data inline: it opens from disk without network access) plus the same figures as files in
+``RUN/report/figures/`` for reuse in papers. The folder is replaced atomically.
+
+Sections: run summary (task, languages, model, epochs with dev accuracy, test selection, influence
+settings), one section per analysis (figure, table, one plain sentence read from the numbers, or the
+reason it does not apply), example tables, the example browser, and the configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lingtrace import __version__
+from lingtrace.analysis import tables as T
+from lingtrace.analysis.common import (
+    ALL,
+    DIRECTIONS,
+    NEGATIVE,
+    POSITIVE,
+    SUMMED,
+    example_text,
+    language_order,
+)
+from lingtrace.analysis.examples import label_name
+from lingtrace.analysis.stage import read_frame
+from lingtrace.config import Config
+from lingtrace.data import schema as S
+from lingtrace.errors import LingtraceError
+from lingtrace.io import atomic_dir, read_json
+from lingtrace.report import figures as F
+from lingtrace.report import readings as R
+from lingtrace.report.html import (
+    browser,
+    columns_doc,
+    esc,
+    figure,
+    more,
+    page,
+    pct,
+    pvalue,
+    section,
+    table_html,
+)
+from lingtrace.run import RunDir
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.html"
+FIGURES = "figures"
+
+
+@dataclass
+class ReportInputs:
+    root: Path
+    cfg: Config
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    manifest: dict[str, Any] | None
+    task: dict[str, Any]
+    train: pd.DataFrame
+    test: pd.DataFrame
+    influence_meta: dict[str, Any]
+
+
+def load_inputs(run: RunDir, cfg: Config) -> ReportInputs:
+    summary_path = run.analysis_dir / T.SUMMARY
+    if not summary_path.exists():
+        raise LingtraceError(f"no analysis results in {run.analysis_dir}", "run `lingtrace analyze RUN` first")
+    summary = read_json(summary_path)
+    tables = {}
+    for name in summary.get("tables", {}):
+        if name in T.TABLES:
+            tables[name] = read_frame(run.analysis_dir / T.TABLES[name].file, f"analysis table {name}", "rerun `lingtrace analyze RUN --overwrite`")
+    if T.TOPK.name not in tables:
+        raise LingtraceError(f"{run.analysis_dir} has no top-k table", "rerun `lingtrace analyze RUN --overwrite`")
+    manifest = read_json(run.manifest_path) if run.manifest_path.exists() else None
+    meta_path = run.influence_dir / "meta.json"
+    return ReportInputs(
+        root=run.root,
+        cfg=cfg,
+        summary=summary,
+        tables=tables,
+        manifest=manifest,
+        task=read_json(run.task_path),
+        train=read_frame(run.split_path("train"), "training data", "run `lingtrace prepare RUN` first"),
+        test=read_frame(run.selection_path, "selected test examples", "run `lingtrace select RUN` first"),
+        influence_meta=read_json(meta_path) if meta_path.exists() else {},
+    )
+
+
+# ---------------------------------------------------------------- data for the browser
+
+
+def browser_data(inp: ReportInputs, languages: Sequence[str]) -> dict[str, Any]:
+    """Every selected test example with its top ``analysis.browser_k`` positive and negative training examples."""
+    label_names = list(inp.task.get("label_names", []))
+    n = inp.cfg.analysis.browser_k
+    topk = inp.tables[T.TOPK.name]
+    summed = topk[topk["epoch"] == SUMMED]
+    own = (summed["train_lang"] == summed["test_lang"]).astype(float) * 100.0
+    own_share = own.groupby([summed["direction"], summed["test_uid"]]).mean()
+    shown = summed[summed["rank"] <= n]
+    train = inp.train.set_index(inp.train[S.UID].astype(str))
+    text = {u: example_text(a, b) for u, a, b in zip(train.index, train[S.TEXT_A], train[S.TEXT_B])}
+    label = {u: label_name(label_names, y) for u, y in zip(train.index, train[S.LABEL])}
+    lists: dict[tuple[str, str], list] = {}
+    for row in shown.itertuples(index=False):
+        u = str(row.train_uid)
+        lists.setdefault((row.direction, str(row.test_uid)), []).append([u, row.train_lang, text.get(u, ""), label.get(u, ""), float(row.score)])
+    tests = []
+    for r in inp.test.itertuples(index=False):
+        uid = str(getattr(r, S.UID))
+        pred = getattr(r, S.PRED, None)
+        tests.append(
+            {
+                "uid": uid,
+                "lang": str(getattr(r, S.LANG)),
+                "text": example_text(getattr(r, S.TEXT_A), getattr(r, S.TEXT_B)),
+                "label": label_name(label_names, getattr(r, S.LABEL)),
+                "pred": label_name(label_names, pred) if pred is not None else "",
+                "own_pos": _finite(own_share.get((POSITIVE, uid))),
+                "own_neg": _finite(own_share.get((NEGATIVE, uid))),
+                "pos": lists.get((POSITIVE, uid), []),
+                "neg": lists.get((NEGATIVE, uid), []),
+            }
+        )
+    return {"k": int(inp.summary.get("k_effective", inp.cfg.analysis.k)), "languages": list(languages), "tests": tests}
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _pivot(
+    frame: pd.DataFrame, value: str, rows: Sequence, cols: Sequence, index: str = "test_lang", columns: str = "train_lang"
+) -> pd.DataFrame:
+    p = frame.pivot_table(index=index, columns=columns, values=value, aggfunc="first")
+    p = p.reindex(index=[r for r in rows if r in p.index], columns=[c for c in cols if c in p.columns])
+    p.index.name = f"{index} \\ {columns}"
+    p.columns.name = None
+    return p
+
+
+def _pct_formats(frame: pd.DataFrame) -> dict:
+    return {c: pct for c in frame.columns}
+
+
+def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
+    cfg, s, meta = inp.cfg, inp.summary, inp.influence_meta
+    m = inp.manifest or {}
+    epochs = m.get("epochs", [])
+    label_names = inp.task.get("label_names", [])
+    model = cfg.model.name + "".join(
+        [f", first {cfg.model.num_layers} layers" if cfg.model.num_layers else "", ", word embeddings frozen" if cfg.model.freeze_embeddings else ""]
+    )
+    train_counts = ", ".join(f"{k} {v}" for k, v in s.get("train_languages", {}).items())
+    items = [
+        ("Task", f"{inp.task.get('task')} ({len(label_names)} classes: {', '.join(map(str, label_names))}); "
+         f"{'parallel (translation ids shared across languages)' if inp.task.get('parallel') else 'not parallel'}"
+         f"{', sentence pairs' if inp.task.get('pair') else ''}"),
+        ("Languages", ", ".join(cfg.data.languages)),
+        ("Model", model),
+        ("Training examples", f"{s.get('n_train')} ({train_counts})"),
+        ("Fine-tuning", f"{len(epochs)} epoch(s) of at most {cfg.train.epochs}, lr {cfg.train.lr:g}, batch size {cfg.train.batch_size}; "
+         f"final model: epoch {m.get('final_epoch')}{' (stopped early)' if m.get('stopped_early') else ''}"),
+        ("Influence", f"TracIn, {meta.get('mode', s.get('influence', {}).get('mode', 'cosine'))} per checkpoint, summed over checkpoints "
+         f"{', '.join(map(str, s.get('epochs', [])))}; parameters: {meta.get('params') or 'all trainable'}"
+         f"{'; random projection ' + str(meta.get('projection')) if meta.get('projection') else ''}"),
+        ("Analyses", f"top-k with k = {s.get('k')}" + (f" (capped at the {s.get('k_effective')} training examples)" if s.get("k_effective") != s.get("k") else "")),
+    ]
+    kv = "<dl class='kv'>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>"
+    parts = [kv]
+    if epochs:
+        langs = language_order(cfg.data.languages, [lang for e in epochs for lang in e.get("dev_accuracy_per_lang", {})])
+        acc = pd.DataFrame(
+            [
+                {"epoch": e["epoch"], "train loss": e.get("train_loss"), "dev accuracy": 100 * e.get("dev_accuracy", float("nan")),
+                 **{f"dev {lang}": 100 * e.get("dev_accuracy_per_lang", {}).get(lang, float("nan")) for lang in langs}}
+                for e in epochs
+            ]
+        )
+        fm = {c: pct for c in acc.columns if c.startswith("dev")}
+        parts.append("<h3>Dev accuracy per epoch</h3>" + table_html(acc, formats=fm))
+        parts.append(figure(figs.get("dev_accuracy"), "dev accuracy per epoch"))
+    sel = inp.test
+    sel_tab = sel.groupby(S.LANG, sort=False).agg(selected=(S.UID, "size"), **({"mean confidence": (S.CONFIDENCE, "mean")} if S.CONFIDENCE in sel else {}))
+    sel_tab = sel_tab.reindex([lang for lang in language_order(cfg.data.languages, sel[S.LANG])]).reset_index().rename(columns={S.LANG: "test language"})
+    parts.append(
+        "<h3>Test selection</h3><p class='note'>Test examples the final model predicts correctly, drawn per language "
+        f"(select.per_lang = {cfg.select.per_lang}); these are the rows of the score matrices.</p>"
+        + table_html(sel_tab, text_columns=("test language",))
+    )
+    return section("summary", "Run summary", None, None, "\n".join(parts))
+
+
+def _section_shares(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
+    name = T.LANGUAGE_SHARES.name
+    na = inp.summary.get("not_applicable", {}).get(name)
+    content, reading = "", None
+    if not na:
+        shares = inp.tables[name]
+        sel = shares[shares["epoch"] == SUMMED]
+        tabs = []
+        for d in DIRECTIONS:
+            p = _pivot(sel[sel["direction"] == d], "share", test_order, train_order)
+            tabs.append(f"<div><h3>{esc(F.DIRECTION_TITLE[d])}</h3>{table_html(p, index=True, formats=_pct_formats(p))}</div>")
+        chance = sel.drop_duplicates("train_lang")[["train_lang", "train_fraction"]]
+        content = (
+            figure(figs.get("language_shares"), "language shares heat maps", "Rows: test language; columns: training language; each row sums to 100%.")
+            + f"<div class='tables'>{''.join(tabs)}</div>"
+            + f"<p class='note'>Expected by chance (share of the training data): {esc(', '.join(f'{r.train_lang} {r.train_fraction:.1f}%' for r in chance.itertuples()))}.</p>"
+            + columns_doc(T.LANGUAGE_SHARES.columns, T.LANGUAGE_SHARES.file)
+        )
+        if T.IN_LANGUAGE_SHARE.name in inp.tables:
+            reading = R.language_shares(inp.tables[T.IN_LANGUAGE_SHARE.name], int(inp.summary.get("k_effective", inp.cfg.analysis.k)))
+    return section(name, T.LANGUAGE_SHARES.title, T.LANGUAGE_SHARES.reproduces, reading, content, na, inp.summary.get("notes", {}).get(name, []))
+
+
+def _section_average(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
+    spec = T.AVERAGE_INFLUENCE
+    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    content, reading = "", None
+    if not na:
+        avg = inp.tables[spec.name]
+        p = _pivot(avg[avg["epoch"] == SUMMED], "mean_score", test_order, train_order)
+        per_epoch = []
+        for e in sorted(x for x in avg["epoch"].unique() if x != SUMMED):
+            pe = _pivot(avg[avg["epoch"] == e], "mean_score", test_order, train_order)
+            per_epoch.append(f"<div><h3>epoch {int(e)}</h3>{table_html(pe, index=True)}</div>")
+        content = (
+            figure(figs.get("average_influence"), "average influence heat map", "Mean summed TracIn score over all pairs of a test and a training language.")
+            + table_html(p, index=True)
+            + (more("Per epoch", f"<div class='tables'>{''.join(per_epoch)}</div>") if per_epoch else "")
+            + columns_doc(spec.columns, spec.file)
+        )
+        reading = R.average_influence(avg)
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
+def _section_overlap(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
+    spec = T.TRANSLATION_OVERLAP
+    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    content, reading = "", None
+    if not na:
+        ov = inp.tables[spec.name]
+        rows = []
+        for lang in [*test_order, ALL]:
+            r = {"test language": lang}
+            for d in DIRECTIONS:
+                sub = ov[(ov["direction"] == d) & (ov["test_lang"] == lang) & (ov["train_lang"] == ALL)]
+                if not sub.empty:
+                    r[f"{d}: translations"] = sub.iloc[0]["pct_translations"]
+                    r[f"{d}: by chance"] = sub.iloc[0]["pct_by_chance"]
+                    r[f"{d}: cross-lingual top-k"] = int(sub.iloc[0]["n_cross"])
+                    r[f"{d}: test examples without in-language top-k"] = int(sub.iloc[0]["n_test_without_in_language"])
+            if len(r) > 1:
+                rows.append(r)
+        tab = pd.DataFrame(rows)
+        fm = {c: pct for c in tab.columns if c.endswith("translations") or c.endswith("chance")}
+        full = ov.copy()
+        content = (
+            figure(figs.get("translation_overlap"), "translation overlap bars", "Bars: % of the cross-lingual top-k that are translations of in-language top-k examples; black marks: chance.")
+            + table_html(tab, formats=fm)
+            + more("Per training language", table_html(full, formats={"pct_translations": pct, "pct_by_chance": pct}))
+            + columns_doc(spec.columns, spec.file)
+        )
+        reading = R.translation_overlap(ov)
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
+def _section_dynamics(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
+    inl = inp.tables.get(T.IN_LANGUAGE_SHARE.name)
+    wil = inp.tables.get(T.DYNAMICS_WILCOXON.name)
+    na_w = inp.summary.get("not_applicable", {}).get(T.DYNAMICS_WILCOXON.name)
+    parts = []
+    reading = None
+    if inl is not None:
+        sel = inl[inl["epoch"] != SUMMED]
+        tabs = []
+        for d in DIRECTIONS:
+            p = _pivot(sel[sel["direction"] == d], "share", [*test_order, ALL], sorted(sel["epoch"].unique()), columns="epoch")
+            p.columns = [f"epoch {int(c)}" for c in p.columns]
+            tabs.append(f"<div><h3>In-language share, {esc(d)}</h3>{table_html(p, index=True, formats=_pct_formats(p))}</div>")
+        parts.append(figure(figs.get("in_language_dynamics"), "in-language share per epoch", "Each checkpoint's own top-k; dashed: chance level."))
+        parts.append(f"<div class='tables'>{''.join(tabs)}</div>")
+        parts.append(figure(figs.get("shares_per_epoch"), "language shares per epoch"))
+        parts.append(columns_doc(T.IN_LANGUAGE_SHARE.columns, T.IN_LANGUAGE_SHARE.file))
+        reading = R.dynamics(inl, wil)
+    parts.append("<h3>Wilcoxon signed-rank tests between epochs</h3>")
+    parts.append(
+        "<p class='note'>Paired over test examples, two-sided, scipy.stats.wilcoxon. <em>in_language_share</em>: each test "
+        "example's in-language % of its top-k at epoch a vs epoch b. <em>mean_rank_of_top_k</em>: the mean rank of the test "
+        "example's overall (summed-score) top-k in epoch a's ranking of all training examples vs in epoch b's ranking "
+        "(1 = most influential): do the rankings of the training examples differ between epochs?</p>"
+    )
+    if na_w:
+        parts.append(f"<div class='na'><strong>Does not apply to this run:</strong> {esc(na_w)}</div>")
+    elif wil is not None:
+        fm = {"p_value": pvalue}
+        parts.append(figure(figs.get("wilcoxon"), "Wilcoxon p-values between epochs"))
+        parts.append(table_html(wil[wil["test_lang"] == ALL], formats=fm))
+        parts.append(more("Per test language", table_html(wil[wil["test_lang"] != ALL], formats=fm)))
+        parts.append(columns_doc(T.DYNAMICS_WILCOXON.columns, T.DYNAMICS_WILCOXON.file))
+    return section("dynamics", "Dynamics over fine-tuning", "Figs. 3, 12, 13", reading, "\n".join(parts), None, inp.summary.get("notes", {}).get(T.DYNAMICS_WILCOXON.name, []))
+
+
+def _section_distributions(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
+    spec = T.SCORE_DISTRIBUTIONS
+    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    content, reading = "", None
+    if not na:
+        dist = inp.tables[spec.name]
+        content = (
+            figure(figs.get("score_distributions"), "score distributions box plots", "Boxes: quartiles of the summed scores of the top-k entries; whiskers 1.5 IQR.")
+            + more("Table", table_html(dist))
+            + columns_doc(spec.columns, spec.file)
+        )
+        reading = R.score_distributions(dist)
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
+def _section_examples(inp: ReportInputs, test_order: Sequence[str]) -> str:
+    spec = T.EXAMPLES
+    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    content = ""
+    if not na:
+        ex = inp.tables[spec.name]
+        blocks = []
+        for lang in test_order:
+            sub = ex[ex["test_lang"] == lang]
+            if sub.empty:
+                continue
+            first = sub[sub["test_uid"] == sub["test_uid"].iloc[0]]
+            head = first.iloc[0]
+            tab = first[["direction", "rank", "train_lang", "train_text", "train_label_name", "score"]]
+            blocks.append(
+                f"<h3><span class='lang'>{esc(lang)}</span> {esc(head['test_text'])} <span class='lbl'>gold: {esc(head['test_label_name'])}</span></h3>"
+                + table_html(tab, text_columns=("direction", "train_lang", "train_text", "train_label_name"))
+            )
+        content = (
+            f"<p class='note'>The first selected test example of each language with its {inp.cfg.analysis.examples_per_table} most positively "
+            "and negatively influential training examples (summed score). Every test example is in the browser below and in "
+            f"analysis/{spec.file}.</p>" + "".join(blocks) + columns_doc(spec.columns, spec.file)
+        )
+    reading = None if na else R.example_tables(inp.tables[spec.name])
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
+def _section_browser(inp: ReportInputs, languages: Sequence[str]) -> str:
+    data = browser_data(inp, languages)
+    reading = R.examples(len(data["tests"]), min(inp.cfg.analysis.browser_k, data["k"]))
+    return section("browser", "Example browser", "every test example", reading, browser(data))
+
+
+def _section_scripts(inp: ReportInputs, figs: dict[str, bytes]) -> str:
+    spec = T.SCRIPT_PURITY
+    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    content, reading = "", None
+    if not na:
+        sp = inp.tables[spec.name]
+        fm = {"pct_pure_topk": pct, "pct_pure_train": pct}
+        content = (
+            figure(figs.get("script_purity"), "script purity bars", "Grey: all training examples of the language (baseline); blue/red: its top-k entries.")
+            + table_html(sp[sp["test_lang"] == ALL], formats=fm, text_columns=("expected_script", "other_scripts"))
+            + more("Per test language", table_html(sp[sp["test_lang"] != ALL], formats=fm, text_columns=("expected_script", "other_scripts")))
+            + columns_doc(spec.columns, spec.file)
+        )
+        reading = R.script_purity(sp)
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
+def _section_word_embeddings(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
+    spec = T.WORD_EMBEDDING_SHARE
+    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    content, reading = "", None
+    if not na:
+        we = inp.tables[spec.name]
+        p = _pivot(we[we["direction"] == POSITIVE], "share", test_order, train_order)
+        content = (
+            figure(figs.get("word_embedding_share"), "word-embedding share heat maps")
+            + "<h3>Top-k positive: % of the summed score from the word embeddings</h3>"
+            + table_html(p, index=True, formats=_pct_formats(p))
+            + more("Full table", table_html(we, formats={"share": pct, "abs_share": pct}))
+            + columns_doc(spec.columns, spec.file)
+        )
+        reading = R.word_embedding_share(we)
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
+def _section_config(inp: ReportInputs) -> str:
+    cfg_json = json.dumps(inp.cfg.to_dict(), indent=2, ensure_ascii=False)
+    meta_json = json.dumps({k: v for k, v in inp.influence_meta.items() if k not in ("fingerprint",)}, indent=2, ensure_ascii=False, default=str)
+    return section(
+        "config",
+        "Configuration",
+        None,
+        None,
+        f"<p class='note'>The resolved configuration of this run (config.json).</p><pre>{esc(cfg_json)}</pre>"
+        + more("Influence store metadata (influence/meta.json)", f"<pre>{esc(meta_json)}</pre>"),
+    )
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def make_figures(inp: ReportInputs, test_order: Sequence[str], train_order: Sequence[str]) -> dict[str, bytes]:
+    t = inp.tables
+    makers = {
+        "dev_accuracy": lambda: F.dev_accuracy(inp.manifest) if inp.manifest else None,
+        "language_shares": lambda: F.language_shares(t[T.LANGUAGE_SHARES.name], test_order, train_order) if T.LANGUAGE_SHARES.name in t else None,
+        "average_influence": lambda: F.average_influence(t[T.AVERAGE_INFLUENCE.name], test_order, train_order) if T.AVERAGE_INFLUENCE.name in t else None,
+        "translation_overlap": lambda: F.translation_overlap(t[T.TRANSLATION_OVERLAP.name], test_order) if T.TRANSLATION_OVERLAP.name in t else None,
+        "in_language_dynamics": lambda: F.in_language_dynamics(t[T.IN_LANGUAGE_SHARE.name], test_order) if T.IN_LANGUAGE_SHARE.name in t else None,
+        "shares_per_epoch": lambda: F.shares_per_epoch(t[T.LANGUAGE_SHARES.name], test_order, train_order) if T.LANGUAGE_SHARES.name in t else None,
+        "wilcoxon": lambda: F.wilcoxon_pvalues(t[T.DYNAMICS_WILCOXON.name]) if T.DYNAMICS_WILCOXON.name in t else None,
+        "score_distributions": lambda: F.score_distributions(t[T.TOPK.name], test_order, train_order),
+        "script_purity": lambda: F.script_purity(t[T.SCRIPT_PURITY.name]) if T.SCRIPT_PURITY.name in t else None,
+        "word_embedding_share": lambda: F.word_embedding_share(t[T.WORD_EMBEDDING_SHARE.name], test_order, train_order) if T.WORD_EMBEDDING_SHARE.name in t else None,
+    }
+    out = {}
+    for name, make in makers.items():
+        fig = make()
+        if fig is not None:
+            out[name] = F.to_png(fig)
+    return out
+
+
+def build_report(inp: ReportInputs) -> tuple[str, dict[str, bytes]]:
+    """The page and its figures (name -> PNG bytes)."""
+    topk = inp.tables[T.TOPK.name]
+    langs = inp.cfg.data.languages
+    test_order = language_order(langs, inp.test[S.LANG].astype(str))
+    train_order = language_order(langs, inp.train[S.LANG].astype(str), topk["train_lang"])
+    figs = make_figures(inp, test_order, train_order)
+    sections = [
+        ("summary", "Summary", _summary_section(inp, figs)),
+        (T.LANGUAGE_SHARES.name, "Language shares", _section_shares(inp, figs, test_order, train_order)),
+        (T.AVERAGE_INFLUENCE.name, "Average influence", _section_average(inp, figs, test_order, train_order)),
+        (T.TRANSLATION_OVERLAP.name, "Reinforcing vs complementary", _section_overlap(inp, figs, test_order, train_order)),
+        ("dynamics", "Dynamics", _section_dynamics(inp, figs, test_order, train_order)),
+        (T.SCORE_DISTRIBUTIONS.name, "Score distributions", _section_distributions(inp, figs, test_order, train_order)),
+        (T.SCRIPT_PURITY.name, "Scripts", _section_scripts(inp, figs)),
+        (T.WORD_EMBEDDING_SHARE.name, "Word embeddings", _section_word_embeddings(inp, figs, test_order, train_order)),
+        (T.EXAMPLES.name, "Example tables", _section_examples(inp, test_order)),
+        ("browser", "Browser", _section_browser(inp, test_order)),
+        ("config", "Config", _section_config(inp)),
+    ]
+    title = f"lingtrace report: {inp.task.get('task', 'run')} ({', '.join(test_order)})"
+    subtitle = (
+        f"Which training languages and examples did {inp.cfg.model.name} rely on? TracIn over "
+        f"{len(inp.summary.get('epochs', []))} checkpoint(s), {inp.summary.get('n_test')} test x {inp.summary.get('n_train')} training examples. Run: {inp.root}"
+    )
+    footer = (
+        f"Made by lingtrace {esc(__version__)}. Self-contained: the figures are embedded (also in {FIGURES}/), "
+        "the tables are in ../analysis/ (Parquet). Reference: Choenni, Garrette &amp; Shutova (EMNLP 2023), "
+        "How do languages influence each other? Studying cross-lingual data sharing during LM fine-tuning."
+    )
+    body = "\n".join(s for _, _, s in sections)
+    return page(title, subtitle, [(i, t) for i, t, _ in sections], body, footer), figs
+
+
+def run_report(run: RunDir, cfg: Config) -> dict[str, Any]:
+    inp = load_inputs(run, cfg)
+    text, figs = build_report(inp)
+    with atomic_dir(run.report_dir) as tmp:
+        (tmp / INDEX).write_text(text, encoding="utf-8")
+        (tmp / FIGURES).mkdir()
+        for name, png in figs.items():
+            (tmp / FIGURES / f"{name}.png").write_bytes(png)
+    path = run.report_dir / INDEX
+    log.info("report: %s (%d figures, %.1f MB)", path, len(figs), path.stat().st_size / 1e6)
+    return {"path": str(path), "figures": sorted(figs)}
