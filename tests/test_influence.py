@@ -128,8 +128,11 @@ def test_per_sample_gradients_equal_per_example_loop(arch):
         for name in sel.dense_names:
             torch.testing.assert_close(g.dense[name][i].reshape(params[name].shape), params[name].grad, rtol=1e-10, atol=1e-12)
         dense_word = torch.zeros_like(params[sel.word_embedding])
-        mine = g.emb.owner == i
-        dense_word[g.emb.token[mine]] = g.emb.rows[mine]
+        rows = g.rows()
+        mine = rows.owner == i
+        dense_word[rows.token[mine]] = rows.rows[mine]
+        # the sync-free squared norm equals the norm of the grouped rows
+        torch.testing.assert_close(g.emb_sq_norms()[i], (params[sel.word_embedding].grad ** 2).sum())
         torch.testing.assert_close(dense_word, params[sel.word_embedding].grad, rtol=1e-10, atol=1e-12)
         # one row per distinct token of the example
         assert int(mine.sum()) == len(set(ex.ids[i].tolist()))
@@ -171,14 +174,14 @@ def test_sparse_dots_equal_dense_products():
 # ---------------------------------------------------------------- TracIn against brute force
 
 
-@pytest.mark.parametrize("mode", ["cosine", "dot", "train-normalised"])
-def test_tracin_equals_brute_force_float64(mode):
+@pytest.mark.parametrize("mode,method", [("cosine", "pairs"), ("dot", "pairs"), ("train-normalised", "pairs"), ("cosine", "vocab"), ("dot", "vocab")])
+def test_tracin_equals_brute_force_float64(mode, method):
     states = _checkpoints(n=3)
     factory = _factory()
     train, test = _examples(7, seed=1, prefix="z"), _examples(4, seed=2, prefix="t")
     lr = [3e-2, 2e-2, 1e-2] if mode == "dot" else None
     ref = brute_force(factory, states, train, test, mode, lr)
-    tracin = TracIn(factory, states, mode=mode, lr=lr, dtype="float64", batch_size=3, breakdown=True, show_progress=False)
+    tracin = TracIn(factory, states, mode=mode, lr=lr, dtype="float64", batch_size=3, breakdown=True, embedding_method=method, show_progress=False)
     res = tracin.scores(train, test)
     assert res.stats["gradient_passes"] == (len(train) + len(test)) * len(states)
     for e in range(3):

@@ -56,12 +56,36 @@ def collate(ids: list[np.ndarray], labels: np.ndarray, pad_id: int, pin: bool = 
 
 @dataclass
 class BatchGrads:
-    """Per-example gradients of a batch: dense parameters flattened to [B, numel] and the sparse
-    word-embedding rows (``None`` when the word embeddings are not selected)."""
+    """Per-example gradients of a batch: dense parameters flattened to [B, numel], and the gradients
+    with respect to the input word embeddings at each position (``emb_pos`` [B, T, H], with the token
+    ``ids`` and ``mask`` of the positions; ``None`` when the word embeddings are not selected). The
+    gradient of the word-embedding matrix is their sum per token: ``rows()`` gives it sparse."""
 
     dense: dict[str, torch.Tensor]
-    emb: SparseRows | None
+    emb_pos: torch.Tensor | None
+    ids: torch.Tensor
+    mask: torch.Tensor
     loss: torch.Tensor  # [B]
+    vocab_size: int = 0
+
+    @property
+    def has_emb(self) -> bool:
+        return self.emb_pos is not None
+
+    def rows(self) -> SparseRows:
+        """The word-embedding gradients as one row per distinct (example, token)."""
+        assert self.emb_pos is not None
+        return SparseRows.from_positions(self.emb_pos, self.ids, self.mask, self.vocab_size or None)
+
+    def emb_sq_norms(self) -> torch.Tensor:
+        """Squared norm of each example's word-embedding gradient [B] (float64), without grouping by
+        token: |sum_u row_u|^2 = sum over position pairs holding the same token of g_t . g_s."""
+        assert self.emb_pos is not None
+        m = self.mask.to(self.emb_pos.dtype)
+        g = self.emb_pos * m[..., None]
+        same = (self.ids[:, :, None] == self.ids[:, None, :]).to(g.dtype)
+        gram = torch.bmm(g, g.transpose(1, 2))
+        return (gram * same).sum((1, 2)).double()
 
     def sq_norms(self) -> torch.Tensor:
         """Squared gradient norm per example over every selected parameter [B] (float64)."""
@@ -70,8 +94,8 @@ class BatchGrads:
         for g in self.dense.values():
             # a float32 norm (cascade-summed by torch) squared in float64; no float64 copy of g
             out += torch.linalg.vector_norm(g, dim=1).double().pow(2)
-        if self.emb is not None:
-            out += self.emb.sq_norms()
+        if self.emb_pos is not None:
+            out += self.emb_sq_norms()
         return out
 
 
@@ -141,12 +165,11 @@ class PerSampleGradients:
                 out, loss = self._grad(params, embeds, mask, pos, labels)
         if self.with_emb:
             g_params, g_embeds = out
-            emb = SparseRows.from_positions(g_embeds, ids, mask, self.vocab_size)
         else:
-            g_params, emb = out, None
+            g_params, g_embeds = out, None
         b = len(batch)
         dense = {n: g_params[n].reshape(b, -1) for n in self.dense_names}
-        return BatchGrads(dense=dense, emb=emb, loss=loss.detach())
+        return BatchGrads(dense=dense, emb_pos=g_embeds, ids=ids, mask=mask, loss=loss.detach(), vocab_size=self.vocab_size)
 
     @torch.no_grad()
     def losses(self, batch: Batch) -> torch.Tensor:

@@ -206,7 +206,7 @@ class InfluenceScores:
 
 def load_scores(where, require_complete: bool = True) -> InfluenceScores:
     """Open the score store of a run directory (``RunDir`` or path) or a store directory."""
-    root = Path(getattr(where, "root", where))
+    root = where.root if hasattr(where, "influence_dir") else Path(where)  # a RunDir, or a path
     directory = root / "influence" if (root / "influence" / META).exists() or not (root / META).exists() else root
     if not (directory / META).exists():
         raise LingtraceError(f"no influence scores in {root}", "run `lingtrace influence RUN` first")

@@ -106,12 +106,14 @@ class Examples:
         return Examples([self.ids[i] for i in idx], self.labels[idx], [self.uids[i] for i in idx])
 
 
-def _batches(ex: Examples, batch_size: int, pad_id: int, sort: bool, pin: bool) -> Iterator[tuple[np.ndarray, Batch]]:
-    """(positions, batch) over ``ex``, shortest examples first when ``sort`` (less padding)."""
+def _batches(ex: Examples, batch_size: int, pad_id: int, sort: bool, pin: bool) -> Iterator[tuple[torch.Tensor, Batch]]:
+    """(positions, batch) over ``ex``, shortest examples first when ``sort`` (less padding); the
+    positions are an int64 tensor (pinned with the batch, for asynchronous copies to a GPU)."""
     order = np.argsort(ex.lengths, kind="stable") if sort else np.arange(len(ex))
     for start in range(0, len(order), batch_size):
         pos = order[start : start + batch_size]
-        yield pos, collate([ex.ids[i] for i in pos], ex.labels[pos], pad_id, pin=pin)
+        idx = torch.as_tensor(pos, dtype=torch.long)
+        yield (idx.pin_memory() if pin else idx), collate([ex.ids[i] for i in pos], ex.labels[pos], pad_id, pin=pin)
 
 
 # ---------------------------------------------------------------- plan and sinks
@@ -234,6 +236,19 @@ class _Resident:
     emb: SparseRows | None  # sorted by token
     sketch: torch.Tensor | None  # [m, dim] when projecting
     sq_norm: torch.Tensor  # [m] float64
+    slot: torch.Tensor | None = None  # vocab method: token id -> column block (U for tokens outside)
+    vocab_mat: torch.Tensor | None = None  # vocab method: [m, U * H] word-embedding gradients
+
+
+def _scatter_vocab(g: BatchGrads, slot: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width, H]: each example's position gradients summed into the block of their token's slot
+    (slot width - 1 collects tokens outside the vocabulary and padding)."""
+    b, t, h = g.emb_pos.shape
+    slots = torch.where(g.mask.bool(), slot[g.ids], width - 1)
+    flat = (torch.arange(b, device=slots.device)[:, None] * width + slots).reshape(-1)
+    out = torch.zeros((b * width, h), dtype=g.emb_pos.dtype, device=g.emb_pos.device)
+    out.index_add_(0, flat, g.emb_pos.reshape(-1, h))
+    return out.view(b, width, h)
 
 
 class TracIn:
@@ -265,6 +280,7 @@ class TracIn:
         projection_dim: int | None = None,
         projection_seed: int = 0,
         sort_by_length: bool = True,
+        embedding_method: str = "auto",
         memory_fraction: float = 0.5,
         show_progress: bool = True,
     ):
@@ -301,6 +317,9 @@ class TracIn:
         self.projection_dim = projection_dim
         self.projection_seed = projection_seed
         self.sort_by_length = sort_by_length
+        if embedding_method not in ("auto", "pairs", "vocab"):
+            raise ValueError("embedding_method must be auto, pairs or vocab")
+        self.embedding_method = embedding_method
         self.memory_fraction = memory_fraction
         self.show_progress = show_progress
         self.stats: dict[str, Any] = {"gradient_passes": 0, "train_passes": 0, "test_passes": 0, "seconds": {}}
@@ -359,22 +378,47 @@ class TracIn:
         return Plan(Plan.cut(n_test, chunk), Plan.cut(n_train, shard))
 
     # -- gradients ------------------------------------------------------------
+    def _embedding_method(self, test: Examples, hidden: int, itemsize: int) -> str:
+        """``vocab`` (dense over the test chunk's vocabulary: one more matrix product, no host
+        synchronisation) on a GPU when it fits; ``pairs`` (token matching, memory-lean) otherwise."""
+        if self.embedding_method != "auto":
+            return self.embedding_method
+        if self.device.type != "cuda":
+            return "pairs"
+        vocab = len(np.unique(np.concatenate(test.ids))) if len(test) else 0
+        need = (len(test) + self.batch_size) * (vocab + 1) * hidden * itemsize
+        return "vocab" if need <= 0.25 * available_memory(self.device) else "pairs"
+
     def _test_grads(self, psg: PerSampleGradients, test: Examples, pad_id: int, sketch: CountSketch | None, desc: str) -> _Resident:
         m = len(test)
         dense_names = psg.dense_names
         dense = {}
         sk = None
+        method = None
         if sketch is None:
             dense = {n: torch.empty((m, psg.selection.numel[n]), dtype=self.param_dtype, device=self.device) for n in dense_names}
         else:
             sk = torch.zeros((m, sketch.dim), dtype=self.param_dtype, device=self.device)
         sq = torch.zeros(m, dtype=torch.float64, device=self.device)
         embs: list[tuple[torch.Tensor, SparseRows]] = []
+        slot = vocab_mat = None
+        hidden = int(psg.word_weight.shape[1])
+        if psg.with_emb and sketch is None:
+            method = self._embedding_method(test, hidden, torch.finfo(self.param_dtype).bits // 8)
+            if method == "vocab":
+                vocab = torch.as_tensor(np.unique(np.concatenate(test.ids)), device=self.device)
+                slot = torch.full((psg.vocab_size,), int(vocab.numel()), dtype=torch.long, device=self.device)
+                slot[vocab] = torch.arange(vocab.numel(), device=self.device)
+                vocab_mat = torch.zeros((m, int(vocab.numel()) + 1, hidden), dtype=self.param_dtype, device=self.device)
         pin = self.device.type == "cuda"
-        for pos, batch in progress(
-            _batches(test, self.batch_size, pad_id, self.sort_by_length, pin), total=math.ceil(m / self.batch_size), desc=desc, leave=False, disable=None if self.show_progress else True
+        for idx, batch in progress(
+            _batches(test, self.batch_size, pad_id, self.sort_by_length, pin),
+            total=math.ceil(m / self.batch_size),
+            desc=desc,
+            leave=False,
+            disable=None if self.show_progress else True,
         ):
-            idx = torch.as_tensor(pos, device=self.device)
+            idx = idx.to(self.device, non_blocking=True)
             g = psg(batch.to(self.device, non_blocking=True))
             self.stats["gradient_passes"] += len(batch)
             self.stats["test_passes"] += len(batch)
@@ -382,12 +426,14 @@ class TracIn:
             if sketch is None:
                 for n in dense_names:
                     dense[n][idx] = g.dense[n]
-                if g.emb is not None:
-                    embs.append((idx, g.emb))
+                if g.has_emb and method == "pairs":
+                    embs.append((idx, g.rows()))
+                elif g.has_emb:
+                    vocab_mat[idx] = _scatter_vocab(g, slot, vocab_mat.shape[1]).to(vocab_mat.dtype)
             else:
                 part = sketch.sketch_dense(g.dense)
-                if g.emb is not None:
-                    sketch.sketch_sparse(g.emb, out=part)
+                if g.has_emb:
+                    sketch.sketch_sparse(g.rows(), out=part)
                 sk[idx] = part.to(sk.dtype)
         emb = None
         if embs:
@@ -397,15 +443,17 @@ class TracIn:
                 torch.cat([e.rows for _, e in embs]),
                 m,
             ).sorted_by_token()
-        return _Resident(dense=dense, emb=emb, sketch=sk, sq_norm=sq)
+        if vocab_mat is not None:
+            vocab_mat = vocab_mat[:, :-1].reshape(m, -1)  # drop the slot of tokens outside the vocabulary
+        return _Resident(dense=dense, emb=emb, sketch=sk, sq_norm=sq, slot=slot, vocab_mat=vocab_mat)
 
     def _batch_dots(self, g: BatchGrads, res: _Resident, groups: dict[str, list[str]], sketch: CountSketch | None) -> dict[str, torch.Tensor]:
         """Inner products [B x m] of a training batch with the resident test gradients, per group
         (``scores`` only when there is no breakdown)."""
         if sketch is not None:
             part = sketch.sketch_dense(g.dense)
-            if g.emb is not None:
-                sketch.sketch_sparse(g.emb, out=part)
+            if g.has_emb:
+                sketch.sketch_sparse(g.rows(), out=part)
             return {SCORES: part.to(res.sketch.dtype) @ res.sketch.T}
         out: dict[str, torch.Tensor] = {}
         total = None
@@ -417,8 +465,13 @@ class TracIn:
             if self.breakdown:
                 out[group] = acc
             total = acc.clone() if total is None else total.add_(acc)
-        if g.emb is not None and res.emb is not None:
-            d = sparse_dots(g.emb, res.emb)
+        d = None
+        if g.has_emb and res.emb is not None:
+            d = sparse_dots(g.rows(), res.emb)
+        elif g.has_emb and res.vocab_mat is not None:
+            width = res.vocab_mat.shape[1] // g.emb_pos.shape[2] + 1
+            d = _scatter_vocab(g, res.slot, width)[:, :-1].reshape(len(g.loss), -1).to(res.vocab_mat.dtype) @ res.vocab_mat.T
+        if d is not None:
             if self.breakdown:
                 out[_WORD] = d
             total = d if total is None else total.add_(d)
@@ -520,14 +573,14 @@ class TracIn:
         sq = torch.zeros(n, dtype=torch.float64, device=self.device)
         pin = self.device.type == "cuda"
         t_grad = t_dot = 0.0
-        for pos, batch in progress(
+        for idx, batch in progress(
             _batches(sub, self.batch_size, pad_id, self.sort_by_length, pin),
             total=math.ceil(n / self.batch_size),
             desc=f"epoch {epoch} training [{c0}:{c1}]",
             leave=False,
             disable=None if self.show_progress else True,
         ):
-            idx = torch.as_tensor(pos, device=self.device)
+            idx = idx.to(self.device, non_blocking=True)
             t0 = time.perf_counter()
             g = psg(batch.to(self.device, non_blocking=True))
             t1 = time.perf_counter()
