@@ -149,11 +149,27 @@ def _summary(run: RunDir) -> None:
     print(f"outputs in {run.root}")
 
 
+#: commands that may run under torchrun (one process per GPU, or several CPU processes with gloo)
+DISTRIBUTED_COMMANDS = ("train", "influence", "run", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    if distributed and rank != 0:  # one voice: the other ranks only warn, and show no progress bars
+        args.quiet = True
+        os.environ["LINGTRACE_NO_PROGRESS"] = "1"
     _setup_logging(getattr(args, "quiet", False))
     start = time.time()
+    dist = None
     try:
+        if distributed:
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise LingtraceError(f"`lingtrace {args.command}` does not run under torchrun", "run it as one process")
+            from lingtrace.distributed import from_env
+
+            dist = from_env()
         if args.command == "config":
             return _cmd_config(args)
         if args.command == "demo":
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.config or args.preset) and not run.config_path.exists():
                 args.preset = "emoji"
             cfg = _resolve_config(args, run)
-            _run(run, cfg, DEMO_STAGES, args.overwrite)
+            _run(run, cfg, DEMO_STAGES, args.overwrite, dist)
         elif args.command == "run":
             cfg = load_config(args.config_file, args.overrides)
             run = RunDir(args.out or Path("runs") / Path(args.config_file).stem)
@@ -169,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [s for s in stages if s not in STAGES]
             if unknown:
                 raise LingtraceError(f"unknown stage {unknown[0]!r}", f"choose from {', '.join(STAGES)}")
-            _run(run, cfg, stages, args.overwrite)
+            _run(run, cfg, stages, args.overwrite, dist)
         else:
             run = RunDir(args.run)
             cfg = _resolve_config(args, run)
-            _run(run, cfg, [args.command], args.overwrite)
-        if args.command in ("demo", "run", "train"):
+            _run(run, cfg, [args.command], args.overwrite, dist)
+        if args.command in ("demo", "run", "train") and rank == 0:
             _summary(run)
         log.info("finished in %.1f s", time.time() - start)
         return 0
@@ -184,12 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lingtrace: interrupted; completed outputs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if dist is not None:
+            from lingtrace.distributed import shutdown
+
+            shutdown(dist)
 
 
-def _run(run: RunDir, cfg: Config, stages: list[str], overwrite: bool) -> None:
+def _run(run: RunDir, cfg: Config, stages: list[str], overwrite: bool, dist=None) -> None:
+    from lingtrace.distributed import SINGLE
     from lingtrace.pipeline import run_stages
 
-    run_stages(run, cfg, stages, overwrite=overwrite)
+    run_stages(run, cfg, stages, overwrite=overwrite, dist=dist or SINGLE)
 
 
 def _cmd_config(args) -> int:

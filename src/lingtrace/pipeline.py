@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from lingtrace.config import Config
 from lingtrace.data import schema as S
+from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
 from lingtrace.io import write_json, write_parquet
 from lingtrace.run import STAGES, RunDir
@@ -31,11 +32,11 @@ def stage_prepare(run: RunDir, cfg: Config, overwrite: bool) -> dict:
     return {"counts": counts}
 
 
-def stage_train(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+def stage_train(run: RunDir, cfg: Config, overwrite: bool, dist: Dist = SINGLE) -> dict:
     from lingtrace.training.trainer import train
 
-    manifest = train(run, cfg, overwrite=overwrite)
-    return {"final_epoch": manifest["final_epoch"], "epochs": len(manifest["epochs"])}
+    manifest = train(run, cfg, overwrite=overwrite, dist=dist)
+    return {"final_epoch": manifest["final_epoch"], "epochs": len(manifest["epochs"]), "processes": dist.world}
 
 
 def stage_select(run: RunDir, cfg: Config, overwrite: bool) -> dict:
@@ -45,10 +46,10 @@ def stage_select(run: RunDir, cfg: Config, overwrite: bool) -> dict:
     return {"selected": chosen.groupby(S.LANG).size().to_dict()}
 
 
-def stage_influence(run: RunDir, cfg: Config, overwrite: bool) -> dict:
+def stage_influence(run: RunDir, cfg: Config, overwrite: bool, dist: Dist = SINGLE) -> dict:
     from lingtrace.influence.stage import run_influence
 
-    return run_influence(run, cfg, overwrite=overwrite) or {}
+    return run_influence(run, cfg, overwrite=overwrite, dist=dist) or {}
 
 
 def stage_analyze(run: RunDir, cfg: Config, overwrite: bool) -> dict:
@@ -73,27 +74,57 @@ STAGE_FUNCS: dict[str, Callable[[RunDir, Config, bool], dict]] = {
 }
 assert list(STAGE_FUNCS) == list(STAGES)
 
+#: stages whose work is split across the processes of a torchrun job; the others run on rank 0
+DISTRIBUTED_STAGES = ("train", "influence")
 
-def run_stages(run: RunDir, cfg: Config, stages: list[str], overwrite: bool = False) -> None:
+
+def run_stages(run: RunDir, cfg: Config, stages: list[str], overwrite: bool = False, dist: Dist = SINGLE) -> None:
     """Run ``stages`` in order; completed ones with the same config are skipped.
 
-    All conflicts are checked before anything is written, so a refused run changes nothing.
+    All conflicts are checked before anything is written, so a refused run changes nothing. Under
+    torchrun (``dist``), rank 0 checks and writes the run directory's bookkeeping, ``train`` and
+    ``influence`` run on every rank, the other stages on rank 0 while the others wait.
     """
-    skip = {stage: run.check_stage(cfg, stage, overwrite) for stage in stages}
-    names = list(STAGES)
-    first = min(names.index(s) for s in stages)
-    for earlier in names[:first]:
-        if not run.is_complete(earlier):
-            raise LingtraceError(f"stage {earlier!r} has not been run in {run.root}", f"run `lingtrace {earlier} {run.root}` first")
-        run.check_stage(cfg, earlier, False)
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.save_config(cfg)
+
+    def check() -> dict[str, bool]:
+        skip = {stage: run.check_stage(cfg, stage, overwrite) for stage in stages}
+        names = list(STAGES)
+        first = min(names.index(s) for s in stages)
+        for earlier in names[:first]:
+            if not run.is_complete(earlier):
+                raise LingtraceError(f"stage {earlier!r} has not been run in {run.root}", f"run `lingtrace {earlier} {run.root}` first")
+            run.check_stage(cfg, earlier, False)
+        return skip
+
+    if dist.enabled:
+        decision: dict = {}
+        if dist.is_main:
+            try:
+                decision = {"skip": check()}
+            except LingtraceError as e:
+                decision = {"error": [e.problem, e.fix]}
+        decision = dist.broadcast(decision)
+        if "error" in decision:
+            raise LingtraceError(*decision["error"])
+        skip = decision["skip"]
+    else:
+        skip = check()
+    if dist.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.save_config(cfg)
     for stage in stages:
         if skip[stage]:
             log.info("%s: complete, skipped", stage)
             continue
-        run.invalidate_after(stage)
+        if dist.is_main:
+            run.invalidate_after(stage)
+        dist.barrier()
         log.info("%s: running", stage)
-        info = STAGE_FUNCS[stage](run, cfg, overwrite)
-        run.mark_complete(cfg, stage, info)
+        if stage in DISTRIBUTED_STAGES and dist.enabled:
+            info = STAGE_FUNCS[stage](run, cfg, overwrite, dist)
+        elif dist.is_main:
+            info = STAGE_FUNCS[stage](run, cfg, overwrite)
+        dist.barrier()
+        if dist.is_main:
+            run.mark_complete(cfg, stage, info)
         log.info("%s: done", stage)

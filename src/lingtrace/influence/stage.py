@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from lingtrace.config import Config
+from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
 from lingtrace.influence import store
-from lingtrace.influence.tracin import Examples, TracIn, checkpoint_factory, default_pad_id
+from lingtrace.influence.tracin import Examples, Plan, TracIn, checkpoint_factory, default_pad_id
 from lingtrace.run import RunDir, fingerprint
 from lingtrace.training.trainer import read_manifest, read_split
 
@@ -48,7 +49,9 @@ def _uid_hash(uids: list[str]) -> str:
     return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
 
 
-def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, rank: int = 0, world: int = 1) -> dict[str, Any]:
+def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE) -> dict[str, Any]:
+    """Compute (or finish) the score store. Under torchrun every rank takes the training shards
+    ``s % world == rank`` of every (checkpoint, test chunk); rank 0 plans, merges and records."""
     from transformers import AutoTokenizer
 
     icfg = cfg.influence
@@ -80,7 +83,7 @@ def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, rank: int =
         breakdown=icfg.breakdown,
         batch_size=icfg.batch_size,
         test_chunk=icfg.test_chunk,
-        device=icfg.device,
+        device=dist.device(icfg.device),
         dtype=icfg.dtype,
         projection_dim=icfg.projection_dim,
         projection_seed=icfg.projection_seed,
@@ -105,15 +108,36 @@ def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, rank: int =
         "breakdown": bool(icfg.breakdown and icfg.projection_dim is None),
         "projection": None if icfg.projection_dim is None else {"kind": "countsketch", "dim": icfg.projection_dim, "seed": icfg.projection_seed},
     }
-    sink = store.StoreWriter(run.influence_dir, fp, meta, train_ex.uids, test_ex.uids, overwrite=overwrite, assemble=rank == 0)
+    sink = None
+    decision: dict[str, Any] = {}
+    if dist.is_main:
+        try:
+            sink = store.StoreWriter(run.influence_dir, fp, meta, train_ex.uids, test_ex.uids, overwrite=overwrite, assemble=True)
+            if sink.plan is None:
+                sink.begin(tracin.make_plan(train_ex, test_ex, world=dist.world))
+            decision = {"plan": sink.plan.to_dict()}
+        except LingtraceError as e:
+            decision = {"error": [e.problem, e.fix]}
+    decision = dist.broadcast(decision)
+    if "error" in decision:
+        raise LingtraceError(*decision["error"])
+    if sink is None:
+        sink = store.StoreWriter(run.influence_dir, fp, meta, train_ex.uids, test_ex.uids, overwrite=False, assemble=False)
+        sink.plan = Plan.from_dict(decision["plan"])
     t0 = time.perf_counter()
-    tracin.run(train_ex, test_ex, sink, default_pad_id(tokenizer), rank=rank, world=world)
-    if getattr(tracin, "selection", None) is not None and rank == 0:
-        sel = tracin.selection
-        sink.meta["groups"] = sel.group_names
-        sink.meta["n_params"] = sel.num_params()
-    stats = {**tracin.stats, "wall_seconds": time.perf_counter() - t0}
-    sink.finish(stats)
+    tracin.run(train_ex, test_ex, sink, default_pad_id(tokenizer), rank=dist.rank, world=dist.world)
+    per_rank = dist.gather({**tracin.stats, "wall_seconds": time.perf_counter() - t0})
+    dist.barrier()  # every rank's parts are written
+    stats = _merge_stats(per_rank)
+    if dist.is_main:
+        for e in epochs:
+            sink.epoch_done(e)
+        if getattr(tracin, "selection", None) is not None:
+            sink.meta["groups"] = tracin.selection.group_names
+            sink.meta["n_params"] = tracin.selection.num_params()
+        sink.finish(stats)
+        if not sink.meta["complete"]:
+            raise LingtraceError(f"the influence scores in {run.influence_dir} are incomplete after the run", "rerun `lingtrace influence RUN`")
     log.info(
         "influence: %d test x %d training examples over %d checkpoints, %d per-example gradient passes in %.1f s",
         len(test_ex),
@@ -129,4 +153,16 @@ def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, rank: int =
         "gradient_passes": stats["gradient_passes"],
         "seconds": round(stats["wall_seconds"], 2),
         "plan": {"chunks": len(sink.plan.chunks), "shards": len(sink.plan.shards)} if sink.plan else None,
+        "processes": dist.world,
     }
+
+
+def _merge_stats(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts summed over ranks; times as the slowest rank's (they ran in parallel)."""
+    out: dict[str, Any] = {"processes": len(per_rank)}
+    for key in ("gradient_passes", "train_passes", "test_passes"):
+        out[key] = int(sum(r.get(key, 0) for r in per_rank))
+    out["wall_seconds"] = max(r.get("wall_seconds", 0.0) for r in per_rank)
+    keys = sorted({k for r in per_rank for k in r.get("seconds", {})})
+    out["seconds"] = {k: max(r.get("seconds", {}).get(k, 0.0) for r in per_rank) for k in keys}
+    return out

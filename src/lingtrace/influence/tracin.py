@@ -377,6 +377,14 @@ class TracIn:
         shard = max(1, min(shard, n_train))
         return Plan(Plan.cut(n_test, chunk), Plan.cut(n_train, shard))
 
+    def make_plan(self, train: Examples, test: Examples, world: int = 1) -> Plan:
+        """The plan for these examples (loads the first checkpoint to size the gradients)."""
+        model, selection = self.load(0)
+        hidden = int(model.get_input_embeddings().weight.shape[1])
+        avg_len = float(np.mean(np.r_[train.lengths, test.lengths]))
+        del model
+        return self.plan(len(train), len(test), selection, hidden, avg_len, world)
+
     # -- gradients ------------------------------------------------------------
     def _embedding_method(self, test: Examples, hidden: int, itemsize: int) -> str:
         """``vocab`` (dense over the test chunk's vocabulary: one more matrix product, no host

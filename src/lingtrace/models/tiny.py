@@ -55,6 +55,7 @@ def make_tiny_model_dir(
     vocab_size: int = 1000,
     max_positions: int = 130,
     seed: int = 0,
+    dropout: float | None = None,
 ) -> Path:
     """Build a tiny randomly initialised sequence classifier with a tokenizer trained on ``texts``
     and save both to ``path`` (loadable with ``AutoModelForSequenceClassification.from_pretrained``)."""
@@ -74,6 +75,8 @@ def make_tiny_model_dir(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    if dropout is not None:
+        common.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, classifier_dropout=dropout)
     if arch == "xlm-roberta":
         config = XLMRobertaConfig(max_position_embeddings=max_positions + 2, type_vocab_size=1, **common)
     elif arch == "bert":

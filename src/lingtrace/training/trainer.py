@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lingtrace.config import Config
 from lingtrace.data import schema as S
+from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
 from lingtrace.io import atomic_dir, atomic_path, read_json, write_json
 from lingtrace.models.loading import encode, load_checkpoint, load_model_and_tokenizer
@@ -129,16 +130,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
-    """Fine-tune, resuming from the last complete epoch when a previous run was interrupted."""
+def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE) -> dict[str, Any]:
+    """Fine-tune, resuming from the last complete epoch when a previous run was interrupted.
+
+    Under torchrun (``dist``) this is data-parallel (DDP): every rank takes an equal slice of each
+    global batch of ``train.batch_size`` examples (the same order as one process), the loss is scaled
+    so that DDP's gradient average equals the global batch's mean gradient, and rank 0 alone writes
+    checkpoints, trainer state and manifest.
+    """
     task = read_task(run)
     train_df = read_split(run, "train")
     dev_df = read_split(run, "dev")
     if len(train_df) == 0:
         raise LingtraceError("the training set is empty", "check data.languages and data.exclude_lang")
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(dist.device(cfg.train.device))
     tcfg = cfg.train
     fp = fingerprint(run.stage_config(cfg, "train"))
+    if dist.enabled and tcfg.batch_size < dist.world:
+        raise LingtraceError(f"train.batch_size={tcfg.batch_size} is smaller than the {dist.world} processes", "raise train.batch_size")
 
     manifest = read_manifest(run)
     if manifest is not None and (overwrite or manifest.get("fingerprint") != fp):
@@ -149,11 +158,13 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
             )
         manifest = None
     if manifest is None:
-        for old in run.checkpoints_dir.glob("epoch-*"):
-            import shutil
+        if dist.is_main:
+            for old in run.checkpoints_dir.glob("epoch-*"):
+                import shutil
 
-            shutil.rmtree(old, ignore_errors=True)
-        (run.checkpoints_dir / TRAINER_STATE).unlink(missing_ok=True)
+                shutil.rmtree(old, ignore_errors=True)
+            (run.checkpoints_dir / TRAINER_STATE).unlink(missing_ok=True)
+        dist.barrier()
         manifest = {"fingerprint": fp, "epochs": [], "best_epoch": None, "final_epoch": None, "complete": False}
 
     seed_everything(tcfg.seed)
@@ -192,7 +203,8 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
             raise LingtraceError("cannot resume: trainer state does not match the last checkpoint", "pass --overwrite to retrain")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        _set_rng_state(ranks[dist.rank] if ranks and len(ranks) == dist.world else state["rng"])
         best, bad = state["best"], state["bad_epochs"]
     else:
         best, bad = -1.0, 0
@@ -200,19 +212,34 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
     start_epoch = len(done) + 1
     if manifest.get("complete"):
         return manifest
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     for epoch in range(start_epoch, tcfg.epochs + 1):
         if bad >= tcfg.patience:
             break
         model.train()
         order = np.random.default_rng(tcfg.seed * 1000 + epoch).permutation(len(train_df))
-        losses, lrs = [], []
+        losses, lrs, recent = [], [], []
         bar = progress(batches(train_df, tcfg.batch_size, order), total=steps_per_epoch, desc=f"epoch {epoch}/{tcfg.epochs}")
         for rows in bar:
-            enc = _encode_frame(tokenizer, rows, cfg, device)
-            labels = torch.tensor(rows[S.LABEL].to_numpy(dtype=np.int64), device=device)
+            global_n = len(rows)
+            local = rows.iloc[dist.rank :: dist.world] if dist.enabled else rows
+            empty = len(local) == 0
+            if empty:  # a last batch smaller than the number of processes: take part with zero loss
+                local = rows.iloc[:1]
+            enc = _encode_frame(tokenizer, local, cfg, device)
+            labels = torch.tensor(local[S.LABEL].to_numpy(dtype=np.int64), device=device)
             lrs.append(scheduler.get_last_lr()[0])
             with autocast_context(device, tcfg.mixed_precision):
-                loss = torch.nn.functional.cross_entropy(model(**enc).logits.float(), labels)
+                logits = net(**enc).logits.float()
+            per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+            if empty:
+                per_example = per_example * 0
+            # DDP averages gradients over ranks: scale so the average is the global batch mean
+            loss = per_example.sum() * (dist.world / global_n)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -227,9 +254,16 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
             else:
                 optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            losses.append(per_example.detach().sum() / global_n)
+            if not dist.enabled:
+                recent = (recent + [losses[-1].item()])[-20:]
+                bar.set_postfix(loss=f"{np.mean(recent):.3f}")
         bar.close()
+        batch_losses = torch.stack(losses).double()
+        if dist.enabled:  # per-batch global mean loss = sum over ranks of local sums / batch size
+            batch_losses = batch_losses.to(device)
+            torch.distributed.all_reduce(batch_losses)
+        losses = batch_losses.cpu().tolist()
         probs = predict(model, tokenizer, dev_df, cfg, device, desc="dev")
         acc, per_lang = accuracy_by_lang(dev_df, probs)
         rec = EpochRecord(
@@ -249,24 +283,29 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
         else:
             bad += 1
         # checkpoint first, then the trainer state, then the manifest: a crash in between is redone
-        with atomic_dir(run.checkpoint_dir(epoch)) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        with atomic_path(state_path) as tmp:
-            torch.save(
-                {
-                    "epoch": epoch,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(),
-                    "best": best,
-                    "bad_epochs": bad,
-                },
-                tmp,
-            )
+        rng_ranks = dist.gather(_rng_state()) if dist.enabled else None
+        if dist.is_main:
+            with atomic_dir(run.checkpoint_dir(epoch)) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+            with atomic_path(state_path) as tmp:
+                torch.save(
+                    {
+                        "epoch": epoch,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state(),
+                        "rng_ranks": rng_ranks,
+                        "best": best,
+                        "bad_epochs": bad,
+                    },
+                    tmp,
+                )
         manifest["epochs"].append(rec.__dict__)
         manifest["final_epoch"] = manifest["best_epoch"]
-        write_json(run.manifest_path, manifest)
+        if dist.is_main:
+            write_json(run.manifest_path, manifest)
+        dist.barrier()
         log.info(
             "epoch %d: train loss %.4f, dev accuracy %.4f (%s)",
             epoch,
@@ -276,7 +315,10 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
         )
     manifest["stopped_early"] = len(manifest["epochs"]) < tcfg.epochs
     manifest["complete"] = True
-    write_json(run.manifest_path, manifest)
+    manifest["processes"] = dist.world
+    if dist.is_main:
+        write_json(run.manifest_path, manifest)
+    dist.barrier()
     return manifest
 
 
