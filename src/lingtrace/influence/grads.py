@@ -145,8 +145,6 @@ class PerSampleGradients:
         self._loss_one = loss_one
         self._grad = vmap(grad_and_value(loss_one, argnums=argnums), in_dims=(None, 0, 0, 0, 0))
         self._grad_nopos = vmap(grad_and_value(loss_one, argnums=argnums), in_dims=(None, 0, 0, None, 0))
-        self._loss = vmap(loss_one, in_dims=(None, 0, 0, 0, 0))
-        self._loss_nopos = vmap(loss_one, in_dims=(None, 0, 0, None, 0))
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is not None and device.type == "cuda":
@@ -154,6 +152,7 @@ class PerSampleGradients:
         return contextlib.nullcontext()
 
     def __call__(self, batch: Batch) -> BatchGrads:
+        """Per-example gradients (and losses) of a batch already on the model's device."""
         params = {n: p.detach() for n, p in self.model.named_parameters() if n in set(self.dense_names)}
         ids, mask, labels = batch.input_ids, batch.attention_mask, batch.labels
         pos = _position_ids(self.model, ids)
@@ -170,15 +169,3 @@ class PerSampleGradients:
         b = len(batch)
         dense = {n: g_params[n].reshape(b, -1) for n in self.dense_names}
         return BatchGrads(dense=dense, emb_pos=g_embeds, ids=ids, mask=mask, loss=loss.detach(), vocab_size=self.vocab_size)
-
-    @torch.no_grad()
-    def losses(self, batch: Batch) -> torch.Tensor:
-        """Per-example losses [B] computed through the same functional path (for checks)."""
-        params = {n: p.detach() for n, p in self.model.named_parameters() if n in set(self.dense_names)}
-        ids, mask, labels = batch.input_ids, batch.attention_mask, batch.labels
-        pos = _position_ids(self.model, ids)
-        embeds = torch.nn.functional.embedding(ids, self.word_weight.detach())
-        with self._autocast(ids.device):
-            if pos is None:
-                return self._loss_nopos(params, embeds, mask, None, labels)
-            return self._loss(params, embeds, mask, pos, labels)
