@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--projection-dim", type=int)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--profile", action="store_true", help="synchronise around each part so the per-part seconds are exact (slightly slower)")
     ap.add_argument("--tiny", action="store_true", help="a tiny model, to smoke-test the script")
     ap.add_argument("--store", metavar="DIR", help="write the score store here (default: keep the scores in memory)")
     ap.add_argument("--topk", type=int, metavar="K", help="with --store: then take the top-K of every test example from the memory-mapped store, block by block")
@@ -104,6 +105,7 @@ def main() -> None:
         device=dist.device(args.device),
         projection_dim=args.projection_dim,
         breakdown=False,
+        profile=args.profile,
         show_progress=dist.is_main,
     )
     if tracin.device.type == "cuda":

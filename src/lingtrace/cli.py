@@ -1,4 +1,4 @@
-"""Command line: ``lingtrace demo | run | prepare | train | select | influence | analyze | report | config``."""
+"""Command line: ``lingtrace demo | run | prepare | train | select | influence | analyze | report | experiment | config``."""
 
 from __future__ import annotations
 
@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "influence":
             _add_influence_options(p)
 
+    p = sub.add_parser("experiment", help="retraining experiments on a run complete through influence: k-selection, zero-shot, imbalance, all")
+    p.add_argument("name", metavar="NAME", help="k-selection (faithfulness of the top-k, with a random control), zero-shot, imbalance, or all")
+    p.add_argument("run", metavar="RUN", help="the base run directory (complete through influence); results go to RUN/experiments/NAME/")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override an experiment.* key, e.g. --set experiment.ks=[50,100] (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="redo an experiment whose settings changed (retrainings with an unchanged training set are reused)")
+    p.add_argument("--plan", action="store_true", help="only print the retrainings the experiment needs")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
     p = sub.add_parser("config", help="print a config (a preset's or a run's) or every key with its help")
     p.add_argument("--preset", choices=sorted(_presets()))
     p.add_argument("--run", metavar="RUN")
@@ -143,6 +151,10 @@ def _summary(run: RunDir) -> None:
         for e in m["epochs"]:
             per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(e["dev_accuracy_per_lang"].items()))
             print(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}  dev accuracy {e['dev_accuracy']:.4f}  ({per})")
+        base = m.get("dev_majority_baseline")
+        if base:
+            per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()) if k != "all")
+            print(f"majority-class baseline on dev: {base['all']:.4f}  ({per})")
         print(f"final model: epoch {m['final_epoch']}")
     if (run.report_dir / "index.html").exists():
         print(f"report: {run.report_dir / 'index.html'}")
@@ -178,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.preset = "emoji"
             cfg = _resolve_config(args, run)
             _run(run, cfg, DEMO_STAGES, args.overwrite, dist)
+        elif args.command == "experiment":
+            from lingtrace.experiments import run_experiment
+
+            print(run_experiment(args.name, RunDir(args.run), args.overrides, overwrite=args.overwrite, plan_only=args.plan))
         elif args.command == "run":
             cfg = load_config(args.config_file, args.overrides)
             run = RunDir(args.out or Path("runs") / Path(args.config_file).stem)

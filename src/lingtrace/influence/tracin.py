@@ -281,6 +281,8 @@ class TracIn:
         projection_seed: int = 0,
         sort_by_length: bool = True,
         embedding_method: str = "auto",
+        product_rows: int | None = None,
+        profile: bool = False,
         memory_fraction: float = 0.5,
         show_progress: bool = True,
     ):
@@ -320,9 +322,20 @@ class TracIn:
         if embedding_method not in ("auto", "pairs", "vocab"):
             raise ValueError("embedding_method must be auto, pairs or vocab")
         self.embedding_method = embedding_method
+        self.product_rows = product_rows
+        # on a GPU, per-part timings need a synchronisation around each part (off by default: the
+        # training-batch loop then never waits for the device)
+        self.profile = profile
         self.memory_fraction = memory_fraction
         self.show_progress = show_progress
-        self.stats: dict[str, Any] = {"gradient_passes": 0, "train_passes": 0, "test_passes": 0, "seconds": {}}
+        self.stats: dict[str, Any] = {
+            "gradient_passes": 0,
+            "train_passes": 0,
+            "test_passes": 0,
+            "seconds": {},
+            # on a GPU without profiling, the per-part seconds are host-side (kernels run asynchronously)
+            "timing": "synchronised" if (profile or self.device.type != "cuda") else "host",
+        }
 
     # -- models ------------------------------------------------------------
     def load(self, index: int) -> tuple[torch.nn.Module, ParamSelection]:
@@ -455,36 +468,45 @@ class TracIn:
             vocab_mat = vocab_mat[:, :-1].reshape(m, -1)  # drop the slot of tokens outside the vocabulary
         return _Resident(dense=dense, emb=emb, sketch=sk, sq_norm=sq, slot=slot, vocab_mat=vocab_mat)
 
-    def _batch_dots(self, g: BatchGrads, res: _Resident, groups: dict[str, list[str]], sketch: CountSketch | None) -> dict[str, torch.Tensor]:
-        """Inner products [B x m] of a training batch with the resident test gradients, per group
-        (``scores`` only when there is no breakdown)."""
-        if sketch is not None:
-            part = sketch.sketch_dense(g.dense)
-            if g.has_emb:
-                sketch.sketch_sparse(g.rows(), out=part)
-            return {SCORES: part.to(res.sketch.dtype) @ res.sketch.T}
+    def _dense_dots(self, dense: dict[str, torch.Tensor], res: _Resident, groups: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+        """Inner products [rows x m] of training gradients with the resident test gradients over the
+        dense parameters: per group when there is a breakdown, and their sum under ``scores``."""
         out: dict[str, torch.Tensor] = {}
         total = None
         for group, names in groups.items():
             acc = None
             for n in names:
-                d = g.dense[n] @ res.dense[n].T
+                d = dense[n] @ res.dense[n].T
                 acc = d if acc is None else acc.add_(d)
             if self.breakdown:
                 out[group] = acc
             total = acc.clone() if total is None else total.add_(acc)
-        d = None
-        if g.has_emb and res.emb is not None:
-            d = sparse_dots(g.rows(), res.emb)
-        elif g.has_emb and res.vocab_mat is not None:
-            width = res.vocab_mat.shape[1] // g.emb_pos.shape[2] + 1
-            d = _scatter_vocab(g, res.slot, width)[:, :-1].reshape(len(g.loss), -1).to(res.vocab_mat.dtype) @ res.vocab_mat.T
-        if d is not None:
-            if self.breakdown:
-                out[_WORD] = d
-            total = d if total is None else total.add_(d)
-        out[SCORES] = total
+        if total is not None:
+            out[SCORES] = total
         return out
+
+    def _emb_dots(self, g: BatchGrads, res: _Resident) -> torch.Tensor | None:
+        """Inner products [B x m] of the word-embedding gradients (exact, never dense over V)."""
+        if not g.has_emb:
+            return None
+        if res.emb is not None:
+            return sparse_dots(g.rows(), res.emb)
+        if res.vocab_mat is not None:
+            width = res.vocab_mat.shape[1] // g.emb_pos.shape[2] + 1
+            return _scatter_vocab(g, res.slot, width)[:, :-1].reshape(len(g.loss), -1).to(res.vocab_mat.dtype) @ res.vocab_mat.T
+        return None
+
+    def _product_rows(self, psg: PerSampleGradients) -> int:
+        """Training gradients gathered before each product with the resident test gradients: the
+        products read every test gradient once per product, so more rows per product means less
+        memory traffic (sized to at most 15% of free memory, at most 256 rows)."""
+        if self.product_rows is not None:
+            return max(self.batch_size, int(self.product_rows))
+        itemsize = 8 if self.param_dtype == torch.float64 else 4
+        dense = sum(psg.selection.numel[n] for n in psg.dense_names)
+        fits = int(0.15 * available_memory(self.device) // max(1, dense * itemsize))
+        rows = min(256, max(self.batch_size, fits))
+        return max(self.batch_size, rows - rows % self.batch_size)
 
     # -- the loop ------------------------------------------------------------
     def run(
@@ -556,6 +578,10 @@ class TracIn:
         bar_epochs.close()
         return plan
 
+    def _sync(self) -> None:
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def _add_time(self, key: str, t0: float) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -581,6 +607,21 @@ class TracIn:
         sq = torch.zeros(n, dtype=torch.float64, device=self.device)
         pin = self.device.type == "cuda"
         t_grad = t_dot = 0.0
+        rows = self._product_rows(psg) if sketch is None else self.batch_size
+        buf = buf_idx = None
+        if rows > self.batch_size and n > self.batch_size:
+            rows = min(rows, n)
+            buf = {name: torch.empty((rows, psg.selection.numel[name]), dtype=self.param_dtype, device=self.device) for name in psg.dense_names}
+            buf_idx = torch.empty(rows, dtype=torch.long, device=self.device)
+        fill = 0
+
+        def flush(dense, idx):
+            for k, d in self._dense_dots(dense, res, groups).items():
+                if k == SCORES:
+                    acc[k].index_add_(0, idx, d.to(acc[k].dtype))
+                else:
+                    acc[k].index_copy_(0, idx, d.to(acc[k].dtype))
+
         for idx, batch in progress(
             _batches(sub, self.batch_size, pad_id, self.sort_by_length, pin),
             total=math.ceil(n / self.batch_size),
@@ -589,16 +630,45 @@ class TracIn:
             disable=None if self.show_progress else True,
         ):
             idx = idx.to(self.device, non_blocking=True)
+            self._sync()
             t0 = time.perf_counter()
             g = psg(batch.to(self.device, non_blocking=True))
+            self._sync()
             t1 = time.perf_counter()
-            self.stats["gradient_passes"] += len(batch)
-            self.stats["train_passes"] += len(batch)
+            b = len(batch)
+            self.stats["gradient_passes"] += b
+            self.stats["train_passes"] += b
             sq[idx] = g.sq_norms()
-            for k, d in self._batch_dots(g, res, groups, sketch).items():
-                acc[k].index_copy_(0, idx, d.to(acc[k].dtype))
+            if sketch is not None:
+                part = sketch.sketch_dense(g.dense)
+                if g.has_emb:
+                    sketch.sketch_sparse(g.rows(), out=part)
+                acc[SCORES].index_copy_(0, idx, (part.to(res.sketch.dtype) @ res.sketch.T).to(acc[SCORES].dtype))
+            else:
+                e = self._emb_dots(g, res)
+                if e is not None:
+                    acc[SCORES].index_add_(0, idx, e.to(acc[SCORES].dtype))
+                    if self.breakdown:
+                        acc[_WORD].index_copy_(0, idx, e.to(acc[_WORD].dtype))
+                if buf is None:
+                    flush(g.dense, idx)
+                else:
+                    if fill + b > rows:
+                        flush({k: v[:fill] for k, v in buf.items()}, buf_idx[:fill])
+                        fill = 0
+                    for k, v in g.dense.items():
+                        buf[k][fill : fill + b].copy_(v)
+                    buf_idx[fill : fill + b].copy_(idx)
+                    fill += b
+            del g
+            self._sync()
             t_grad += t1 - t0
             t_dot += time.perf_counter() - t1
+        if buf is not None and fill:
+            t1 = time.perf_counter()
+            flush({k: v[:fill] for k, v in buf.items()}, buf_idx[:fill])
+            t_dot += time.perf_counter() - t1
+        del buf
         secs = self.stats["seconds"]
         secs["train_gradients"] = secs.get("train_gradients", 0.0) + t_grad
         secs["products"] = secs.get("products", 0.0) + t_dot

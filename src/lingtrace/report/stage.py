@@ -197,6 +197,13 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
                 for e in epochs
             ]
         )
+        base = (inp.manifest or {}).get("dev_majority_baseline")
+        if base:  # the accuracy of always predicting the most frequent label
+            acc = pd.concat(
+                [acc, pd.DataFrame([{"epoch": "majority class", "dev accuracy": 100 * base.get("all", float("nan")),
+                                     **{f"dev {lang}": 100 * base.get(lang, float("nan")) for lang in langs}}])],
+                ignore_index=True,
+            )
         fm = {c: pct for c in acc.columns if c.startswith("dev")}
         parts.append("<h3>Dev accuracy per epoch</h3>" + table_html(acc, formats=fm))
         parts.append(figure(figs.get("dev_accuracy"), "dev accuracy per epoch"))

@@ -111,6 +111,13 @@ def accuracy_by_lang(frame: pd.DataFrame, probs: np.ndarray) -> tuple[float, dic
     return float(correct.mean()) if len(correct) else float("nan"), per
 
 
+def majority_baseline(frame: pd.DataFrame) -> dict[str, float]:
+    """Accuracy of always predicting the most frequent label, per language and overall (``all``)."""
+    out = {str(lang): float(g[S.LABEL].value_counts(normalize=True).max()) for lang, g in frame.groupby(S.LANG)}
+    out["all"] = float(frame[S.LABEL].value_counts(normalize=True).max()) if len(frame) else float("nan")
+    return out
+
+
 def _rng_state() -> dict[str, Any]:
     import random
 
@@ -165,7 +172,14 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
                 shutil.rmtree(old, ignore_errors=True)
             (run.checkpoints_dir / TRAINER_STATE).unlink(missing_ok=True)
         dist.barrier()
-        manifest = {"fingerprint": fp, "epochs": [], "best_epoch": None, "final_epoch": None, "complete": False}
+        manifest = {
+            "fingerprint": fp,
+            "epochs": [],
+            "best_epoch": None,
+            "final_epoch": None,
+            "complete": False,
+            "dev_majority_baseline": majority_baseline(dev_df),
+        }
 
     seed_everything(tcfg.seed)
     label_names = task["label_names"]
