@@ -290,7 +290,16 @@ def test_invariant_to_batch_size_chunks_shards_and_order():
     factory = _factory()
     train, test = _examples(11, seed=5, prefix="z"), _examples(5, seed=6, prefix="t")
     base = TracIn(factory, states, dtype="float64", batch_size=4, show_progress=False).scores(train, test).total
-    for kw in (dict(batch_size=1), dict(batch_size=11), dict(test_chunk=2), dict(shard_size=3, test_chunk=1), dict(sort_by_length=False)):
+    variants = (
+        dict(batch_size=1),
+        dict(batch_size=11),
+        dict(test_chunk=2),
+        dict(shard_size=3, test_chunk=1),
+        dict(sort_by_length=False),
+        dict(batch_size=2, product_rows=6),  # training gradients gathered over batches before each product
+        dict(batch_size=3, product_rows=3),
+    )
+    for kw in variants:
         tr = TracIn(factory, states, dtype="float64", show_progress=False, **{"batch_size": 4, **kw})
         out = tr.scores(train, test)
         np.testing.assert_allclose(out.total, base, rtol=1e-10, atol=1e-12, err_msg=str(kw))
