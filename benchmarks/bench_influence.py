@@ -6,10 +6,12 @@ in one run, so the printed ratios compare like with like on a noisy machine:
 
 * gradient passes: the engine's count of per-example gradients, against (N + M) * E;
 * time over the floor: the influence computation (checkpoint loads, test and training gradients,
-  products, norms) against the floor = the same (N + M) * E per-example gradient passes alone
-  (same vmapped forward+backward, same batches, nothing else); also against a plain batched
-  forward+backward of the same examples (no per-example gradients at all: a lower bound no per-example
-  method reaches);
+  products, norms) against three floors measured in the same process: (a) the same (N + M) * E
+  per-example gradient passes alone (same vmapped forward+backward, same batches, nothing else: the
+  strict floor, whose ratio is the cost of everything but the gradients); (b) (N + M) * E
+  forward+backward passes one example at a time (the "gradient pass" of per-example loops);
+  (c) a plain batched forward+backward of the same examples (no per-example gradients at all: a
+  lower bound no per-example method reaches);
 * captum: ``captum.influence.TracInCP`` on identical inputs and checkpoints in ``dot`` mode
   (its default per-example jacobians, training batches of the same size, all test examples in one
   batch), the speed-up and the largest score difference;
@@ -199,19 +201,25 @@ def add_setting_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="examples per per-example-gradient batch")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_setting_args(ap)
-    ap.add_argument("--no-captum", action="store_true")
-    ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    args = ap.parse_args()
-    _quiet()
-    if args.child:
-        child(args)
-        return
+def single_time(factory, states, examples, pad_id):
+    """(N + M) * E forward + backward passes one example at a time (batch size 1): the classic
+    "gradient pass" of per-example loops such as captum's or the paper's."""
+    total = 0.0
+    for state in states:
+        model = factory(state).eval()
+        for ex in examples:
+            t0 = time.perf_counter()
+            for ids, label in zip(ex.ids, ex.labels):
+                model.zero_grad(set_to_none=True)
+                x = torch.as_tensor(ids)[None]
+                out = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+                torch.nn.functional.cross_entropy(out, torch.as_tensor([int(label)])).backward()
+            total += time.perf_counter() - t0
+    return total
 
+
+def measure(args, captum: bool = True, memory: bool = True, single: bool = True) -> dict:
+    """Every figure of this benchmark for one setting, measured in one process; printed as it goes."""
     from lingtrace.influence.tracin import TracIn
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,15 +242,12 @@ def main() -> None:
         res = tracin.scores(tr, te, pad_id=pad)
         ours = time.perf_counter() - t0
         batched = batched_time(factory, states, [tr, te], args.batch_size, pad)
-        t0 = time.perf_counter()
-        dot = TracIn(factory, states, mode="dot", batch_size=args.batch_size, show_progress=False).scores(tr, te, pad_id=pad)
-        ours_dot = time.perf_counter() - t0
-
         out = {
             "n_train": n,
             "n_test": m,
             "epochs": e,
             "params_m": nparams / 1e6,
+            "mean_tokens": float(lengths.mean()),
             "gradient_passes": res.stats["gradient_passes"],
             "expected_passes": (n + m) * e,
             "influence_s": ours,
@@ -254,11 +259,18 @@ def main() -> None:
         }
         print(f"\nper-example gradient passes: {out['gradient_passes']} (expected (N+M)*E = {out['expected_passes']})")
         print(f"influence (cosine, exact, all parameters): {ours:.2f} s")
-        print(f"floor, (N+M)*E per-example gradient passes alone: {floor:.2f} s  ->  ratio {ours / floor:.3f}")
-        print(f"plain batched forward+backward of the same examples: {batched:.2f} s  ->  ratio {ours / batched:.3f}")
+        print(f"floor, (N+M)*E per-example gradient passes alone (vmapped, same batches): {floor:.2f} s  ->  ratio {ours / floor:.3f}")
+        print(f"plain batched forward+backward of the same examples (no per-example gradients): {batched:.2f} s  ->  ratio {ours / batched:.3f}")
+        if single:
+            one = single_time(factory, states, [tr, te], pad)
+            out.update({"single_example_passes_s": one, "ratio_over_single_passes": ours / one})
+            print(f"(N+M)*E forward+backward passes one example at a time: {one:.2f} s  ->  ratio {ours / one:.3f}")
         print("where the time goes: " + ", ".join(f"{k} {v:.2f} s" for k, v in res.stats["seconds"].items()))
 
-        if not args.no_captum:
+        if captum:
+            t0 = time.perf_counter()
+            dot = TracIn(factory, states, mode="dot", batch_size=args.batch_size, show_progress=False).scores(tr, te, pad_id=pad)
+            ours_dot = time.perf_counter() - t0
             cap, cap_s = captum_scores(factory, states, tr, te, args.batch_size, pad)
             diff = float(np.abs(cap - dot.total).max())
             rel = diff / float(np.abs(cap).max())
@@ -266,20 +278,38 @@ def main() -> None:
             print(f"captum TracInCP (dot): {cap_s:.2f} s; lingtrace (dot): {ours_dot:.2f} s  ->  speed-up {cap_s / ours_dot:.1f}x")
             print(f"largest score difference vs captum: {diff:.3g} absolute, {rel:.3g} relative to the largest score")
 
-        if not args.no_memory:
-            rows = []
-            for k in (n, 2 * n):
-                cmd = [sys.executable, __file__, "--child", "--n-train", str(k), "--n-test", str(m), "--epochs", str(e), "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads), "--vocab", str(args.vocab), "--max-length", str(args.max_length), "--batch-size", str(args.batch_size)]
-                rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
-            score_mib = m * n * 4 * (e + 1) / 2**20  # per-epoch matrices + the total, float32
-            out["memory"] = rows
-            out["memory_growth_mib"] = rows[1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
-            print(
-                f"peak RSS: N={rows[0]['n_train']}: {rows[0]['peak_rss_mib']:.0f} MiB, N={rows[1]['n_train']}: {rows[1]['peak_rss_mib']:.0f} MiB "
-                f"(growth {out['memory_growth_mib']:.0f} MiB; the extra score matrices are {score_mib:.1f} MiB)"
-            )
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if memory:
+        rows = []
+        for k in (n, 2 * n):
+            cmd = [sys.executable, __file__, "--child", "--n-train", str(k), "--n-test", str(m), "--epochs", str(e), "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads), "--vocab", str(args.vocab), "--max-length", str(args.max_length), "--batch-size", str(args.batch_size)]
+            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
+        score_mib = m * n * 4 * (e + 1) / 2**20  # per-epoch matrices + the total, float32
+        out["memory"] = rows
+        out["memory_growth_mib"] = rows[1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
+        out["score_matrices_mib"] = score_mib
+        print(
+            f"peak RSS: N={rows[0]['n_train']}: {rows[0]['peak_rss_mib']:.0f} MiB, N={rows[1]['n_train']}: {rows[1]['peak_rss_mib']:.0f} MiB "
+            f"(growth {out['memory_growth_mib']:.0f} MiB; the extra score matrices are {score_mib:.1f} MiB)"
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setting_args(ap)
+    ap.add_argument("--no-captum", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-single", action="store_true", help="skip the one-example-at-a-time passes")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = ap.parse_args()
+    _quiet()
+    if args.child:
+        child(args)
+        return
+    out = measure(args, captum=not args.no_captum, memory=not args.no_memory, single=not args.no_single)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
