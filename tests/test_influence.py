@@ -366,3 +366,14 @@ def test_dot_mode_equals_captum_tracincp():
     expected = captum.influence((ids, mask, labels), show_progress=False).detach().numpy()
     ours = TracIn(factory, states, mode="dot", lr=lrs, dtype="float64", show_progress=False).scores(train, test).total
     assert _rel(ours, expected) <= 1e-8
+
+
+def test_out_of_memory_is_a_clear_error(monkeypatch):
+    from lingtrace.influence import grads
+
+    def oom(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(grads.PerSampleGradients, "__call__", oom)
+    with pytest.raises(LingtraceError, match="out of memory .*finished parts are kept.*batch_size"):
+        TracIn(_factory(), _checkpoints(n=1), show_progress=False).scores(_examples(3, 0), _examples(2, 1))

@@ -283,7 +283,7 @@ class TracIn:
         embedding_method: str = "auto",
         product_rows: int | None = None,
         profile: bool = False,
-        memory_fraction: float = 0.5,
+        memory_fraction: float | None = None,
         show_progress: bool = True,
     ):
         if mode not in MODES:
@@ -326,7 +326,9 @@ class TracIn:
         # on a GPU, per-part timings need a synchronisation around each part (off by default: the
         # training-batch loop then never waits for the device)
         self.profile = profile
-        self.memory_fraction = memory_fraction
+        # share of the free memory the resident test gradients may take (after the model is loaded):
+        # a GPU is dedicated to the job, a CPU host's memory is shared with everything else
+        self.memory_fraction = memory_fraction if memory_fraction is not None else (0.85 if self.device.type == "cuda" else 0.5)
         self.show_progress = show_progress
         self.stats: dict[str, Any] = {
             "gradient_passes": 0,
@@ -368,7 +370,8 @@ class TracIn:
             per_test = self.projection_dim * itemsize
         else:
             per_test = dense * itemsize + (avg_len * hidden * itemsize if selection.word_embedding else 0)
-        per_train = dense * itemsize * 3 + (avg_len * hidden * itemsize * 2 if selection.word_embedding else 0)
+        # one training batch: its per-example gradients and the transient copies made around them
+        per_train = dense * itemsize * (2 if self.device.type == "cuda" else 3) + (avg_len * hidden * itemsize * 2 if selection.word_embedding else 0)
         if self.test_chunk is not None:
             chunk = int(self.test_chunk)
         else:
@@ -558,18 +561,27 @@ class TracIn:
                 sketch = CountSketch(self.projection_dim, self.projection_seed, numel)
             groups = selection.dense_groups()
             scale = self.lr[ci] if (self.mode == "dot" and self.lr is not None) else 1.0
-            for c in sorted({c for c, _ in todo}):
-                r0, r1 = plan.chunks[c]
-                t0 = time.perf_counter()
-                res = self._test_grads(psg, test.subset(range(r0, r1)), pad_id, sketch, desc=f"epoch {epoch} test gradients")
-                self._add_time("test_gradients", t0)
-                for s in [s for cc, s in todo if cc == c]:
-                    part = self._score_shard(psg, res, train, plan.shards[s], pad_id, groups, sketch, scale, epoch)
-                    part.chunk, part.shard = c, s
+            try:
+                for c in sorted({c for c, _ in todo}):
+                    r0, r1 = plan.chunks[c]
                     t0 = time.perf_counter()
-                    sink.put(part)
-                    self._add_time("write", t0)
-                del res
+                    res = self._test_grads(psg, test.subset(range(r0, r1)), pad_id, sketch, desc=f"epoch {epoch} test gradients")
+                    self._add_time("test_gradients", t0)
+                    for s in [s for cc, s in todo if cc == c]:
+                        part = self._score_shard(psg, res, train, plan.shards[s], pad_id, groups, sketch, scale, epoch)
+                        part.chunk, part.shard = c, s
+                        t0 = time.perf_counter()
+                        sink.put(part)
+                        self._add_time("write", t0)
+                    del res
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+                    raise
+                raise LingtraceError(
+                    f"out of memory on {self.device} computing influence (checkpoint {epoch}; finished parts are kept)",
+                    "lower influence.batch_size, set influence.test_chunk smaller, use influence.dtype=bfloat16 on a GPU, "
+                    "or influence.projection_dim; then rerun to resume",
+                ) from e
             del psg, model
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
