@@ -110,6 +110,43 @@ class AnalysisConfig:
     browser_k: int = _f(10, "training examples per direction shown for each test example in the report's example browser")
 
 
+#: the retraining experiments (``lingtrace experiment NAME RUN``) and their test-example groupings
+EXPERIMENTS = ("k-selection", "zero-shot", "imbalance")
+K_GROUPINGS = ("example", "language", "all")
+K_DIRECTIONS = ("positive", "negative", "random")
+
+
+@dataclass
+class ExperimentConfig:
+    top_k: int | None = _f(None, "zero-shot and imbalance: size of the top-k sets compared (default: analysis.k)")
+    seed: int = _f(0, "seed of the test-example subsampling and of the random-removal control (k-selection)")
+    ks: list[int] = _f(help="k-selection: the k sweep (paper: 50, 100, 150, 200, 250)", factory=lambda: [50, 100, 150, 200, 250])
+    k_directions: list[str] = _f(
+        help="k-selection: which removals to retrain for: positive (top-k largest scores), negative (top-k smallest), "
+        "random (the control: as many random examples as the positive removal of the group)",
+        factory=lambda: list(K_DIRECTIONS),
+    )
+    k_languages: list[str] = _f(help="k-selection: test languages whose selected examples are used (empty = all)", factory=list)
+    k_test_per_lang: int | None = _f(
+        2, "k-selection: selected test examples per language used (subsampled with experiment.seed; null = all selected)"
+    )
+    k_grouping: str = _f(
+        "example",
+        "k-selection: test examples that share one retraining: example (one retraining per test example, the paper's "
+        "protocol), language (remove the union of the top-k of a language's test examples), all (the union over all)",
+    )
+    level_tolerance: float = _f(
+        10.0, "k-selection: the change 'levels off' at the smallest k after which the mean change moves by at most "
+        "this % of its range over the sweep (k = 0, change 0 included)"
+    )
+    zero_shot_languages: list[str] = _f(help="zero-shot: languages left out of training, one retraining each (empty = all)", factory=list)
+    imbalance_languages: list[str] = _f(help="imbalance: languages given extra training data (empty = all)", factory=list)
+    imbalance_pcts: list[float] = _f(
+        help="imbalance: extra training data of the language, in % of data.train_per_lang (paper: 25, 50, 75, 100)",
+        factory=lambda: [25.0, 50.0, 75.0, 100.0],
+    )
+
+
 @dataclass
 class Config:
     data: DataConfig = _f(factory=DataConfig, help="data preparation")
@@ -118,6 +155,7 @@ class Config:
     select: SelectConfig = _f(factory=SelectConfig, help="test selection")
     influence: InfluenceConfig = _f(factory=InfluenceConfig, help="TracIn influence")
     analysis: AnalysisConfig = _f(factory=AnalysisConfig, help="analyses and report")
+    experiment: ExperimentConfig = _f(factory=ExperimentConfig, help="retraining experiments (lingtrace experiment)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,6 +211,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"lr": 1e-4, "epochs": 4, "patience": 3, "batch_size": 16, "warmup_ratio": 0.1},
         "select": {"per_lang": 10},
         "influence": {"batch_size": 16},
+        # a reduced sweep sized for a 2-core CPU (README: measured times); k scaled to 1,500 training examples
+        "experiment": {
+            "ks": [10, 20, 40],
+            "k_grouping": "all",
+            "k_test_per_lang": 1,
+            "zero_shot_languages": ["es"],
+            "imbalance_languages": ["es"],
+            "imbalance_pcts": [50.0, 100.0],
+        },
     },
 }
 
@@ -350,6 +397,29 @@ def validate(cfg: Config) -> None:
         raise LingtraceError("analysis.k, analysis.examples_per_table and analysis.browser_k must be at least 1")
     if i.projection_dim is not None and i.projection_dim < 1:
         raise LingtraceError(f"influence.projection_dim must be at least 1, got {i.projection_dim}")
+    _validate_experiment(cfg)
+
+
+def _validate_experiment(cfg: Config) -> None:
+    x, langs = cfg.experiment, cfg.data.languages
+    if x.top_k is not None and x.top_k < 1:
+        raise LingtraceError(f"experiment.top_k must be at least 1, got {x.top_k}")
+    if not x.ks or any(k < 1 for k in x.ks):
+        raise LingtraceError(f"experiment.ks must be a non-empty list of k >= 1, got {x.ks}")
+    if not x.k_directions or any(d not in K_DIRECTIONS for d in x.k_directions):
+        raise LingtraceError(f"experiment.k_directions must be a non-empty subset of {', '.join(K_DIRECTIONS)}, got {x.k_directions}")
+    if x.k_grouping not in K_GROUPINGS:
+        raise LingtraceError(f"experiment.k_grouping must be {', '.join(K_GROUPINGS)}, got {x.k_grouping!r}")
+    if x.k_test_per_lang is not None and x.k_test_per_lang < 1:
+        raise LingtraceError(f"experiment.k_test_per_lang must be at least 1 (or null for all), got {x.k_test_per_lang}")
+    if not 0 < x.level_tolerance < 100:
+        raise LingtraceError(f"experiment.level_tolerance must be in (0, 100), got {x.level_tolerance}")
+    for key in ("k_languages", "zero_shot_languages", "imbalance_languages"):
+        unknown = [lang for lang in getattr(x, key) if lang not in langs]
+        if unknown:
+            raise LingtraceError(f"experiment.{key} has {unknown[0]!r}, which is not one of data.languages {langs}")
+    if not x.imbalance_pcts or any(p <= 0 for p in x.imbalance_pcts):
+        raise LingtraceError(f"experiment.imbalance_pcts must be a non-empty list of percentages > 0, got {x.imbalance_pcts}")
 
 
 def help_keys(cls=Config, prefix: str = "") -> list[tuple[str, str, Any]]:

@@ -1,1 +1,49 @@
+"""Retraining experiments built on a finished run (``lingtrace experiment NAME RUN``).
 
+``k-selection`` (faithfulness of the top-k, with a random control; paper Fig. 1, 6-8), ``zero-shot``
+(retraining without a language; Fig. 4) and ``imbalance`` (extra data for a language; Fig. 5). Each
+reuses the base run's data, config and scores and writes ``RUN/experiments/NAME/`` (see ``common``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from lingtrace.config import EXPERIMENTS
+from lingtrace.errors import LingtraceError
+from lingtrace.run import RunDir
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+
+
+def _module(name: str):
+    from lingtrace.experiments import imbalance, kselect, zeroshot
+
+    return {"k-selection": kselect, "zero-shot": zeroshot, "imbalance": imbalance}[name]
+
+
+def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwrite: bool = False, plan_only: bool = False) -> str:
+    """Run experiment ``name`` (or ``all``) on the base run ``run``; returns a short text summary."""
+    from lingtrace.experiments.common import experiment_dir, load_base, resolve_config
+
+    names = list(EXPERIMENTS) if name == ALL else [name]
+    if name != ALL and name not in EXPERIMENTS:
+        raise LingtraceError(f"unknown experiment {name!r}", f"choose one of {', '.join(EXPERIMENTS)} or all")
+    base = load_base(run)
+    lines = []
+    for n in names:
+        cfg = resolve_config(run, n, overrides)
+        mod = _module(n)
+        out = mod.run(base, cfg, overwrite=overwrite, plan_only=plan_only)
+        if plan_only:
+            plan = out["plan"]
+            lines.append(f"{n}: {len(plan)} retraining(s)")
+            lines.append(plan.to_string(index=False))
+        else:
+            d = experiment_dir(run, n)
+            lines += [f"{n}: {r}" for r in out.get("readings", [])]
+            lines.append(f"{n}: {out['cost']['retrainings']} retraining(s); results in {d} (section: {d / 'section.html'})")
+    return "\n".join(lines)

@@ -1,0 +1,471 @@
+"""Shared machinery of the retraining experiments.
+
+* the **base run** must be complete through ``influence``; its config, data, selection, final model and
+  scores are read, never written;
+* each experiment has a folder ``RUN/experiments/NAME/`` holding ``config.json`` (its settings and the
+  identity of the base run it was made from: a rerun with other retraining settings, or on a changed
+  base run, is refused unless ``overwrite``), its result tables, ``summary.json``, ``figures/`` and
+  ``section.html``;
+* every retraining is a **sub-run** ``RUN/experiments/NAME/runs/SUB/``: an ordinary run directory whose
+  ``data/`` is derived from the base run (``data/changed.parquet`` and ``experiment.json`` record what was
+  removed, excluded or added, and why) and whose config is the base run's, with at most the
+  ``data.exclude_lang`` / ``data.extra_lang`` + ``data.extra_pct`` keys changed. The stages ``train``
+  (and ``influence`` where the experiment needs scores) run through the pipeline with their usual
+  markers, so a completed sub-run is skipped and an interrupted one resumes. Its ``select`` stage is
+  replaced by an evaluation: the base run's selected test examples (never a new draw) with the sub-run's
+  predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lingtrace.config import Config, ExperimentConfig, apply_overrides, validate
+from lingtrace.data import schema as S
+from lingtrace.errors import LingtraceError
+from lingtrace.influence.store import InfluenceScores, load_scores
+from lingtrace.io import atomic_path, read_json, write_json, write_parquet
+from lingtrace.run import STAGES, RunDir, fingerprint
+
+log = logging.getLogger(__name__)
+
+EXPERIMENTS_DIR = "experiments"
+RUNS_DIR = "runs"
+FIGURES_DIR = "figures"
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+SECTION_FILE = "section.html"
+#: in a sub-run: what was changed and why (written last: its presence means the sub-run's data is complete)
+SUBRUN_RECORD = "experiment.json"
+#: in a sub-run's data/: the removed / excluded / added training (and dev) examples
+CHANGED_FILE = "changed.parquet"
+#: k-selection: the base final model's predictions on the chosen test examples
+BASE_PREDICTIONS = "base_predictions.parquet"
+#: probability the model gives the gold label (added to the prediction tables)
+P_LABEL = "p_label"
+
+#: base stages that must be complete before any experiment
+BASE_STAGES = ("prepare", "train", "select", "influence")
+
+
+# ---------------------------------------------------------------- the base run
+
+
+@dataclass
+class Base:
+    """The base run: its config, training data and selected test examples aligned with the score store."""
+
+    run: RunDir
+    cfg: Config
+    scores: InfluenceScores
+    train: pd.DataFrame  # aligned with the score columns
+    selected: pd.DataFrame  # aligned with the score rows (with pred, confidence)
+    dev: pd.DataFrame
+    test_pool: pd.DataFrame
+    task: dict[str, Any]
+    identity: dict[str, Any]
+    _total: np.ndarray | None = field(default=None, repr=False)
+
+    def total(self) -> np.ndarray:
+        """The summed TracIn score [selected test x train] (float64; cached)."""
+        if self._total is None:
+            self._total = self.scores.total()
+        return self._total
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.cfg.data.languages)
+
+
+def _read_frame(path: Path, fix: str) -> pd.DataFrame:
+    if not path.exists():
+        raise LingtraceError(f"missing {path}", fix)
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise LingtraceError(f"cannot read {path}: {e}", fix) from e
+
+
+def _align(frame: pd.DataFrame, uids: Sequence[str], what: str) -> pd.DataFrame:
+    indexed = frame.assign(**{S.UID: frame[S.UID].astype(str)}).set_index(S.UID, drop=False)
+    missing = [u for u in uids if u not in indexed.index]
+    if missing or indexed.index.duplicated().any():
+        raise LingtraceError(
+            f"the base run's influence scores do not match its {what} (e.g. {missing[0] if missing else 'a duplicate uid'!r})",
+            "rerun `lingtrace influence RUN --overwrite` on the base run",
+        )
+    return indexed.loc[list(uids)].reset_index(drop=True)
+
+
+def load_base(run: RunDir) -> Base:
+    """The base run, checked to be complete through ``influence`` with its own config."""
+    if not run.config_path.exists():
+        raise LingtraceError(f"{run.root} is not a lingtrace run (no config.json)", f"run `lingtrace demo --out {run.root}` or `lingtrace run CONFIG --out {run.root}` first")
+    cfg = run.load_config()
+    for stage in BASE_STAGES:
+        if not run.is_complete(stage):
+            raise LingtraceError(
+                f"the base run {run.root} is not complete through influence (stage {stage!r} has not been run)",
+                f"run `lingtrace {stage} {run.root}`" + (" and the stages after it" if stage != "influence" else "") + " first",
+            )
+        run.check_stage(cfg, stage, overwrite=False)
+    scores = load_scores(run)
+    if not scores.epochs:
+        raise LingtraceError(f"the influence scores of {run.root} hold no checkpoint", f"rerun `lingtrace influence {run.root} --overwrite`")
+    fix = f"rerun `lingtrace prepare {run.root} --overwrite` and the stages after it"
+    train = _read_frame(run.split_path("train"), fix)
+    dev = _read_frame(run.split_path("dev"), fix)
+    test_pool = _read_frame(run.split_path("test"), fix)
+    selected = _read_frame(run.selection_path, f"rerun `lingtrace select {run.root} --overwrite`")
+    identity = {
+        stage: read_json(run.stage_marker(stage)).get("fingerprint") for stage in BASE_STAGES
+    } | {"scores": scores.meta.get("fingerprint")}
+    return Base(
+        run=run,
+        cfg=cfg,
+        scores=scores,
+        train=_align(train, scores.train_uids, "training data"),
+        selected=_align(selected, scores.test_uids, "selected test examples"),
+        dev=dev,
+        test_pool=test_pool,
+        task=read_json(run.task_path),
+        identity=identity,
+    )
+
+
+# ---------------------------------------------------------------- config of an experiment
+
+
+def experiment_dir(run: RunDir, name: str) -> Path:
+    return run.root / EXPERIMENTS_DIR / name
+
+
+def resolve_config(run: RunDir, name: str, overrides: Sequence[str]) -> Config:
+    """The base run's config with the experiment section of an earlier invocation (if any) and ``overrides``.
+
+    Only ``experiment.*`` keys may be overridden: every retraining uses the base run's data, model,
+    training and influence settings.
+    """
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("experiment."):
+            raise LingtraceError(
+                f"`lingtrace experiment` only takes experiment.* settings, got {key!r}",
+                "retrainings use the base run's own config; change it in a new base run",
+            )
+    cfg = run.load_config()
+    saved = experiment_dir(run, name) / CONFIG_FILE
+    d = cfg.to_dict()
+    if saved.exists():
+        d["experiment"] = read_json(saved).get("experiment_section", d["experiment"])
+    cfg = apply_overrides(Config.from_dict(d), list(overrides))
+    validate(cfg)
+    return cfg
+
+
+def check_experiment_config(
+    exp_dir: Path, name: str, retraining: dict[str, Any], results: dict[str, Any], base: Base, section: ExperimentConfig, overwrite: bool
+) -> None:
+    """Refuse a rerun whose retraining settings (or base run) differ, unless ``overwrite``; then record the settings.
+
+    Settings that only change how saved results are summarised (``results``) never need ``overwrite``,
+    and neither does a change before any retraining was made (e.g. after a first attempt failed).
+    On ``overwrite`` the previous result files are removed first, so no stale section is reported.
+    """
+    path = exp_dir / CONFIG_FILE
+    new = {
+        "experiment": name,
+        "retraining": retraining,
+        "results": results,
+        "base": base.identity,
+        "experiment_section": _to_dict(section),
+    }
+    if path.exists():
+        old = read_json(path)
+        same = old.get("retraining") == retraining and old.get("base") == base.identity
+        made = any((exp_dir / RUNS_DIR).glob(f"*/{SUBRUN_RECORD}"))  # nothing made yet: nothing to protect
+        if not same:
+            if made and not overwrite:
+                what = "the base run changed" if old.get("retraining") == retraining else _diff(old.get("retraining", {}), retraining)
+                raise LingtraceError(
+                    f"experiment {name!r} in {exp_dir} was made with other settings ({what})",
+                    "pass --overwrite to redo it (retrainings whose training set is unchanged are reused)",
+                )
+            for stale in (SUMMARY_FILE, SECTION_FILE, BASE_PREDICTIONS):
+                (exp_dir / stale).unlink(missing_ok=True)
+    write_json(path, new)
+
+
+def _to_dict(section: ExperimentConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(section)
+
+
+def _diff(a: dict, b: dict) -> str:
+    out = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(out[:3]) + ("; ..." if len(out) > 3 else "")
+
+
+# ---------------------------------------------------------------- sub-runs
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """Content hash of an example frame (its example columns, in order)."""
+    cols = [c for c in S.EXAMPLE_COLUMNS if c in frame.columns]
+    h = pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy()
+    return hashlib.sha256(h.tobytes() + ",".join(cols).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SubRunSpec:
+    """One retraining: its name, config, derived data (or ``None`` for data made by ``prepare``), and record."""
+
+    name: str
+    cfg: Config
+    change: str  # removed | excluded | added
+    reason: str
+    selection: pd.DataFrame  # the base run's selected test examples it is evaluated (and scored) on
+    eval_frame: pd.DataFrame  # examples whose predictions are saved (the selection, or the whole test pool)
+    influence: bool
+    train: pd.DataFrame | None = None
+    dev: pd.DataFrame | None = None
+    test: pd.DataFrame | None = None
+    changed: pd.DataFrame | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    verify: Any = None  # callable(sub RunDir) -> changed frame, for data made by prepare
+
+    def eval_identity(self) -> str:
+        """What the evaluation (and influence) depends on besides the training: the test examples."""
+        return fingerprint({"selection": frame_hash(self.selection), "eval": frame_hash(self.eval_frame)})
+
+    def identity(self, base: Base) -> str:
+        """What the retraining depends on: the config and the training/dev/test data."""
+        parts: dict[str, Any] = {"config": {s: self.cfg.to_dict()[s] for s in STAGES["influence"]}}
+        if self.train is not None:
+            parts.update(train=frame_hash(self.train), dev=frame_hash(self.dev), test=frame_hash(self.test))
+        else:  # made by prepare from the base run's data config: the base sample must be the same
+            parts.update(base_train=frame_hash(base.train.sort_values(S.UID)), base_dev=frame_hash(base.dev), base_test=frame_hash(base.test_pool))
+        return fingerprint(parts)
+
+
+def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -> RunDir:
+    """Create the sub-run's directory and data (or reuse it when it holds the same training set)."""
+    sub = RunDir(runs_dir / spec.name)
+    ident = spec.identity(base)
+    record_path = sub.root / SUBRUN_RECORD
+    if record_path.exists():
+        record = read_json(record_path)
+        if record.get("identity") == ident:
+            return sub
+        if not overwrite:
+            raise LingtraceError(
+                f"sub-run {sub.root} holds a retraining on another training set",
+                "pass --overwrite to redo it",
+            )
+        log.info("%s: training set changed, removing the old sub-run", spec.name)
+        shutil.rmtree(sub.root)
+    elif sub.root.exists():  # interrupted while being created
+        shutil.rmtree(sub.root)
+    sub.root.mkdir(parents=True, exist_ok=True)
+    cfg = spec.cfg
+    if spec.train is not None:
+        sub.save_config(cfg)
+        for split, frame in (("train", spec.train), ("dev", spec.dev), ("test", spec.test)):
+            write_parquet(sub.split_path(split), frame[S.EXAMPLE_COLUMNS].reset_index(drop=True))
+        write_json(sub.task_path, base.task)
+        sub.mark_complete(cfg, "prepare", {"derived_from": str(base.run.root), "change": spec.change, "reason": spec.reason})
+        changed = spec.changed
+    else:
+        from lingtrace.pipeline import run_stages
+
+        run_stages(sub, cfg, ["prepare"])
+        changed = spec.verify(sub)
+    write_parquet(sub.data_dir / CHANGED_FILE, changed.reset_index(drop=True))
+    write_json(
+        record_path,
+        {
+            "experiment_sub_run": spec.name,
+            "base_run": str(base.run.root.resolve()),
+            "change": spec.change,
+            "reason": spec.reason,
+            "n_changed": int(len(changed)),
+            "n_train": int(len(pd.read_parquet(sub.split_path("train")))),
+            "same_as_base": "model, training, selection and influence config and seed; only the training data differs",
+            **spec.info,
+            "identity": ident,
+            "timings": {},
+        },
+    )
+    return sub
+
+
+def predict_frame(run: RunDir, cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the run's final model's ``pred``, ``confidence`` and ``p_label`` (probability of the gold label)."""
+    from lingtrace.models.loading import load_checkpoint
+    from lingtrace.selection import final_checkpoint
+    from lingtrace.training.trainer import predict
+    from lingtrace.utils import resolve_device
+
+    epoch = final_checkpoint(run)
+    device = resolve_device(cfg.train.device)
+    model, tokenizer = load_checkpoint(run.checkpoint_dir(epoch))
+    model.to(device)
+    probs = predict(model, tokenizer, frame.reset_index(drop=True), cfg, device, desc="predict")
+    out = frame.reset_index(drop=True).copy()
+    labels = out[S.LABEL].to_numpy(dtype=np.int64)
+    out[S.PRED] = probs.argmax(1).astype(np.int64)
+    out[S.CONFIDENCE] = probs.max(1).astype(np.float64)
+    out[P_LABEL] = probs[np.arange(len(out)), labels].astype(np.float64)
+    return out
+
+
+def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
+    """Train the sub-run, evaluate it on the base selection, and compute its influence scores if asked.
+
+    Each step is skipped when complete (stage markers); returns the seconds of the steps run now.
+    """
+    from lingtrace.pipeline import run_stages
+
+    cfg = spec.cfg
+    timings: dict[str, float] = {}
+    was_trained = sub.is_complete("train")
+    t0 = time.perf_counter()
+    run_stages(sub, cfg, ["train"])  # skipped when complete; resumes an interrupted training
+    if not was_trained:
+        timings["train_seconds"] = time.perf_counter() - t0
+    eval_id = spec.eval_identity()
+    if sub.is_complete("select") and read_json(sub.stage_marker("select")).get("info", {}).get("eval_id") != eval_id:
+        # other test examples: evaluate (and score) again, keep the training
+        sub.invalidate_after("select")
+        shutil.rmtree(sub.influence_dir, ignore_errors=True)
+    if not sub.is_complete("select"):
+        t0 = time.perf_counter()
+        preds = predict_frame(sub, cfg, spec.eval_frame[S.EXAMPLE_COLUMNS])
+        write_parquet(sub.selection_path.parent / "predictions.parquet", preds)
+        by_uid = preds.set_index(S.UID)
+        chosen = spec.selection[S.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
+        for col in (S.PRED, S.CONFIDENCE, P_LABEL):
+            chosen[col] = by_uid.loc[chosen[S.UID], col].to_numpy()
+        write_parquet(sub.selection_path, chosen)
+        sub.mark_complete(
+            cfg, "select", {"selection": "the base run's selected test examples (experiment sub-run)", "n": len(chosen), "eval_id": eval_id}
+        )
+        timings["evaluate_seconds"] = time.perf_counter() - t0
+    if spec.influence:
+        was_scored = sub.is_complete("influence")
+        t0 = time.perf_counter()
+        run_stages(sub, cfg, ["influence"])
+        if not was_scored:
+            timings["influence_seconds"] = time.perf_counter() - t0
+    if timings:
+        path = sub.root / SUBRUN_RECORD
+        record = read_json(path)
+        record["timings"] = {**record.get("timings", {}), **{k: round(v, 2) for k, v in timings.items()}}
+        write_json(path, record)
+    return timings
+
+
+def run_all(specs: list[SubRunSpec], base: Base, exp_dir: Path, overwrite: bool, desc: str) -> dict[str, RunDir]:
+    """Materialise and execute every sub-run in order (completed ones are skipped)."""
+    from lingtrace.utils import progress
+
+    runs_dir = exp_dir / RUNS_DIR
+    subs: dict[str, RunDir] = {}
+    bar = progress(specs, desc=desc, unit="retraining")
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        sub = materialize(spec, base, runs_dir, overwrite)
+        took = execute(sub, spec)
+        if took:
+            log.info("%s: %s", spec.name, ", ".join(f"{k.replace('_seconds', '')} {v:.0f} s" for k, v in took.items()))
+        else:
+            log.info("%s: complete, skipped", spec.name)
+        subs[spec.name] = sub
+    bar.close()
+    return subs
+
+
+def sub_timings(subs: dict[str, RunDir]) -> dict[str, dict[str, float]]:
+    return {name: read_json(sub.root / SUBRUN_RECORD).get("timings", {}) for name, sub in subs.items()}
+
+
+def cost_summary(subs: dict[str, RunDir], n_influence: int) -> dict[str, Any]:
+    t = sub_timings(subs)
+    train = [v["train_seconds"] for v in t.values() if "train_seconds" in v]
+    infl = [v["influence_seconds"] for v in t.values() if "influence_seconds" in v]
+    return {
+        "retrainings": len(subs),
+        "influence_runs": n_influence,
+        "train_seconds_total": round(float(sum(train)), 1),
+        "train_seconds_mean": round(float(np.mean(train)), 1) if train else None,
+        "influence_seconds_total": round(float(sum(infl)), 1),
+        "influence_seconds_mean": round(float(np.mean(infl)), 1) if infl else None,
+        "per_sub_run": t,
+    }
+
+
+def read_predictions(sub: RunDir) -> pd.DataFrame:
+    return pd.read_parquet(sub.selection_path.parent / "predictions.parquet")
+
+
+def read_selection(sub: RunDir) -> pd.DataFrame:
+    return pd.read_parquet(sub.selection_path)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_table(exp_dir: Path, name: str, frame: pd.DataFrame, columns: dict[str, str]) -> str:
+    """Write ``name.parquet`` with exactly the documented ``columns`` (in order)."""
+    if list(frame.columns) != list(columns):
+        raise AssertionError(f"table {name}: columns {list(frame.columns)} differ from the documented {list(columns)}")
+    write_parquet(exp_dir / f"{name}.parquet", frame.reset_index(drop=True))
+    return f"{name}.parquet"
+
+
+def write_figure(exp_dir: Path, name: str, fig) -> bytes:
+    from lingtrace.report.figures import to_png
+
+    png = to_png(fig)
+    with atomic_path(exp_dir / FIGURES_DIR / f"{name}.png", suffix=".png") as tmp:
+        tmp.write_bytes(png)
+    return png
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, so summary.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_summary(exp_dir: Path, summary: dict[str, Any]) -> None:
+    path = exp_dir / SUMMARY_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8")
