@@ -193,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "experiment":
             from lingtrace.experiments import run_experiment
 
-            print(run_experiment(args.name, RunDir(args.run), args.overrides, overwrite=args.overwrite, plan_only=args.plan))
+            base = RunDir(args.run)
+            print(run_experiment(args.name, base, args.overrides, overwrite=args.overwrite, plan_only=args.plan))
+            if not args.plan and base.is_complete("report"):
+                # the report shows every complete experiment: refresh it (same config, same analyses)
+                from lingtrace.report.stage import run_report
+
+                path = run_report(base, base.load_config())["path"]
+                print(f"report updated: {path}")
         elif args.command == "run":
             cfg = load_config(args.config_file, args.overrides)
             run = RunDir(args.out or Path("runs") / Path(args.config_file).stem)

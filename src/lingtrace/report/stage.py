@@ -450,6 +450,21 @@ def make_figures(inp: ReportInputs, test_order: Sequence[str], train_order: Sequ
     return out
 
 
+def _experiment_sections(root) -> list[tuple[str, str, str]]:
+    """The sections the retraining experiments wrote (``RUN/experiments/NAME/section.html``, present
+    only once an experiment is complete), in the order of ``lingtrace.config.EXPERIMENTS``."""
+    from pathlib import Path
+
+    from lingtrace.config import EXPERIMENTS
+
+    out = []
+    for name in EXPERIMENTS:
+        path = Path(root) / "experiments" / name / "section.html"
+        if path.is_file():
+            out.append((f"experiment-{name}", f"Experiment: {name}", path.read_text(encoding="utf-8")))
+    return out
+
+
 def build_report(inp: ReportInputs) -> tuple[str, dict[str, bytes]]:
     """The page and its figures (name -> PNG bytes)."""
     topk = inp.tables[T.TOPK.name]
@@ -466,6 +481,7 @@ def build_report(inp: ReportInputs) -> tuple[str, dict[str, bytes]]:
         (T.SCORE_DISTRIBUTIONS.name, "Score distributions", _section_distributions(inp, figs, test_order, train_order)),
         (T.SCRIPT_PURITY.name, "Scripts", _section_scripts(inp, figs)),
         (T.WORD_EMBEDDING_SHARE.name, "Word embeddings", _section_word_embeddings(inp, figs, test_order, train_order)),
+        *_experiment_sections(inp.root),
         (T.EXAMPLES.name, "Example tables", _section_examples(inp, test_order)),
         ("browser", "Browser", _section_browser(inp, test_order)),
         ("config", "Config", _section_config(inp)),
