@@ -296,8 +296,6 @@ def test_invariant_to_batch_size_chunks_shards_and_order():
         dict(test_chunk=2),
         dict(shard_size=3, test_chunk=1),
         dict(sort_by_length=False),
-        dict(batch_size=2, product_rows=6),  # training gradients gathered over batches before each product
-        dict(batch_size=3, product_rows=3),
     )
     for kw in variants:
         tr = TracIn(factory, states, dtype="float64", show_progress=False, **{"batch_size": 4, **kw})

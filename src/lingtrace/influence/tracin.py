@@ -281,7 +281,6 @@ class TracIn:
         projection_seed: int = 0,
         sort_by_length: bool = True,
         embedding_method: str = "auto",
-        product_rows: int | None = None,
         profile: bool = False,
         memory_fraction: float | None = None,
         show_progress: bool = True,
@@ -322,7 +321,6 @@ class TracIn:
         if embedding_method not in ("auto", "pairs", "vocab"):
             raise ValueError("embedding_method must be auto, pairs or vocab")
         self.embedding_method = embedding_method
-        self.product_rows = product_rows
         # on a GPU, per-part timings need a synchronisation around each part (off by default: the
         # training-batch loop then never waits for the device)
         self.profile = profile
@@ -499,18 +497,6 @@ class TracIn:
             return _scatter_vocab(g, res.slot, width)[:, :-1].reshape(len(g.loss), -1).to(res.vocab_mat.dtype) @ res.vocab_mat.T
         return None
 
-    def _product_rows(self, psg: PerSampleGradients) -> int:
-        """Training gradients gathered before each product with the resident test gradients: the
-        products read every test gradient once per product, so more rows per product means less
-        memory traffic (sized to at most 15% of free memory, at most 256 rows)."""
-        if self.product_rows is not None:
-            return max(self.batch_size, int(self.product_rows))
-        itemsize = 8 if self.param_dtype == torch.float64 else 4
-        dense = sum(psg.selection.numel[n] for n in psg.dense_names)
-        fits = int(0.15 * available_memory(self.device) // max(1, dense * itemsize))
-        rows = min(256, max(self.batch_size, fits))
-        return max(self.batch_size, rows - rows % self.batch_size)
-
     # -- the loop ------------------------------------------------------------
     def run(
         self,
@@ -619,20 +605,6 @@ class TracIn:
         sq = torch.zeros(n, dtype=torch.float64, device=self.device)
         pin = self.device.type == "cuda"
         t_grad = t_dot = 0.0
-        rows = self._product_rows(psg) if sketch is None else self.batch_size
-        buf = buf_idx = None
-        if rows > self.batch_size and n > self.batch_size:
-            rows = min(rows, n)
-            buf = {name: torch.empty((rows, psg.selection.numel[name]), dtype=self.param_dtype, device=self.device) for name in psg.dense_names}
-            buf_idx = torch.empty(rows, dtype=torch.long, device=self.device)
-        fill = 0
-
-        def flush(dense, idx):
-            for k, d in self._dense_dots(dense, res, groups).items():
-                if k == SCORES:
-                    acc[k].index_add_(0, idx, d.to(acc[k].dtype))
-                else:
-                    acc[k].index_copy_(0, idx, d.to(acc[k].dtype))
 
         for idx, batch in progress(
             _batches(sub, self.batch_size, pad_id, self.sort_by_length, pin),
@@ -662,25 +634,15 @@ class TracIn:
                     acc[SCORES].index_add_(0, idx, e.to(acc[SCORES].dtype))
                     if self.breakdown:
                         acc[_WORD].index_copy_(0, idx, e.to(acc[_WORD].dtype))
-                if buf is None:
-                    flush(g.dense, idx)
-                else:
-                    if fill + b > rows:
-                        flush({k: v[:fill] for k, v in buf.items()}, buf_idx[:fill])
-                        fill = 0
-                    for k, v in g.dense.items():
-                        buf[k][fill : fill + b].copy_(v)
-                    buf_idx[fill : fill + b].copy_(idx)
-                    fill += b
+                for k, d in self._dense_dots(g.dense, res, groups).items():
+                    if k == SCORES:
+                        acc[k].index_add_(0, idx, d.to(acc[k].dtype))
+                    else:
+                        acc[k].index_copy_(0, idx, d.to(acc[k].dtype))
             del g
             self._sync()
             t_grad += t1 - t0
             t_dot += time.perf_counter() - t1
-        if buf is not None and fill:
-            t1 = time.perf_counter()
-            flush({k: v[:fill] for k, v in buf.items()}, buf_idx[:fill])
-            t_dot += time.perf_counter() - t1
-        del buf
         secs = self.stats["seconds"]
         secs["train_gradients"] = secs.get("train_gradients", 0.0) + t_grad
         secs["products"] = secs.get("products", 0.0) + t_dot
