@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -176,16 +175,32 @@ def captum_scores(factory, states, tr, te, batch_size, pad_id):
     return scores, time.perf_counter() - t0
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def child(args) -> None:
-    """Score N examples in a fresh process and print its peak RSS (for the memory figures)."""
+    """Score N examples in a fresh process and print the memory the influence computation took:
+    the peak resident set during it (Linux: the peak is reset through /proc/self/clear_refs just
+    before) and its increase over the resident set just before (data, model and tokenizer loaded)."""
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, tok, tr, te, states = build(args, Path(tmp))
         from lingtrace.influence.tracin import TracIn
 
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        TracIn(factory_for(model_dir), states, batch_size=args.batch_size, show_progress=False).scores(tr, te, pad_id=tok.pad_token_id)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"n_train": len(tr), "peak_rss_mib": peak / 1024, "before_mib": base / 1024}))
+        factory = factory_for(model_dir)
+        import gc
+
+        gc.collect()
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")  # reset the peak resident set size (VmHWM)
+        before = _status_kib("VmRSS")
+        TracIn(factory, states, batch_size=args.batch_size, show_progress=False).scores(tr, te, pad_id=tok.pad_token_id)
+        peak = _status_kib("VmHWM")
+        print(json.dumps({"n_train": len(tr), "peak_rss_mib": peak / 1024, "before_mib": before / 1024, "increase_mib": (peak - before) / 1024}))
 
 
 def add_setting_args(ap: argparse.ArgumentParser) -> None:
@@ -285,10 +300,11 @@ def measure(args, captum: bool = True, memory: bool = True, single: bool = True)
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
         score_mib = m * n * 4 * (e + 1) / 2**20  # per-epoch matrices + the total, float32
         out["memory"] = rows
-        out["memory_growth_mib"] = rows[1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
+        out["memory_growth_mib"] = rows[1]["increase_mib"] - rows[0]["increase_mib"]
         out["score_matrices_mib"] = score_mib
         print(
-            f"peak RSS: N={rows[0]['n_train']}: {rows[0]['peak_rss_mib']:.0f} MiB, N={rows[1]['n_train']}: {rows[1]['peak_rss_mib']:.0f} MiB "
+            f"memory taken by the influence computation (peak over the resident set before it): N={rows[0]['n_train']}: "
+            f"{rows[0]['increase_mib']:.0f} MiB, N={rows[1]['n_train']}: {rows[1]['increase_mib']:.0f} MiB "
             f"(growth {out['memory_growth_mib']:.0f} MiB; the extra score matrices are {score_mib:.1f} MiB)"
         )
     return out

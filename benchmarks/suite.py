@@ -97,7 +97,7 @@ def main() -> None:
     table.append(("where the time goes", ", ".join(f"{k} {v:.1f}s" for k, v in core["breakdown_s"].items()), ""))
     if "memory" in core:
         a, b = core["memory"]
-        table.append(("peak memory N -> 2N", f"{a['peak_rss_mib']:.0f} -> {b['peak_rss_mib']:.0f} MiB", f"score matrices add {core['score_matrices_mib']:.1f} MiB"))
+        table.append(("influence memory N -> 2N", f"{a['increase_mib']:.0f} -> {b['increase_mib']:.0f} MiB", f"peak over the resident set before; score matrices add {core['score_matrices_mib']:.1f} MiB"))
     if "speedup_vs_captum" in core:
         table.append(("speed-up over captum TracInCP", f"{core['speedup_vs_captum']:.1f}x", f"max score difference {core['captum_max_rel_diff']:.1e} (relative)"))
 
