@@ -648,17 +648,19 @@ class TracIn:
         secs["products"] = secs.get("products", 0.0) + t_dot
         test_norm = res.sq_norm.sqrt()
         train_norm = sq.sqrt()
-        if self.mode == "cosine":
-            denom = train_norm[:, None] * test_norm[None, :]
-            factor = torch.where(denom > 0, 1.0 / denom, torch.zeros_like(denom))
-        elif self.mode == "train-normalised":
-            factor = torch.where(train_norm > 0, 1.0 / train_norm, torch.zeros_like(train_norm))[:, None].expand(n, m)
-        else:
-            factor = torch.full((n, m), float(scale), dtype=torch.float64, device=self.device)
+
+        def inverse(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(x > 0, 1.0 / x, torch.zeros_like(x))
+
         mats = {}
-        for k, a in acc.items():
-            out = (a.double() * factor).T.to(torch.float64 if self.param_dtype == torch.float64 else torch.float32)
-            mats[k if k == SCORES else GROUP_PREFIX + k] = out.cpu().numpy()
+        for k, a in acc.items():  # normalised in place, row and column scalings (no n x m temporaries)
+            if self.mode == "cosine":
+                a.mul_(inverse(train_norm).to(a.dtype)[:, None]).mul_(inverse(test_norm).to(a.dtype)[None, :])
+            elif self.mode == "train-normalised":
+                a.mul_(inverse(train_norm).to(a.dtype)[:, None])
+            elif scale != 1.0:
+                a.mul_(float(scale))
+            mats[k if k == SCORES else GROUP_PREFIX + k] = a.T.contiguous().cpu().numpy()
         return Part(epoch, -1, -1, mats, test_norm.cpu().numpy(), train_norm.cpu().numpy())
 
     # -- convenience ------------------------------------------------------------
