@@ -35,7 +35,8 @@ from lingtrace.analysis.topk import topk_frame
 from lingtrace.config import AnalysisConfig, Config
 from lingtrace.data import schema as S
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.store import GROUP_PREFIX, WORD_EMBEDDINGS, InfluenceScores, load_scores
+from lingtrace.influence.params import WORD_EMBEDDINGS
+from lingtrace.influence.store import GROUP_PREFIX, InfluenceScores, load_scores
 from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.run import RunDir
 from lingtrace.utils import progress

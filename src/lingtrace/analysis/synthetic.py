@@ -18,7 +18,8 @@ import pandas as pd
 
 from lingtrace.config import Config, apply_overrides
 from lingtrace.data import schema as S
-from lingtrace.influence.store import GROUP_PREFIX, SCORES, WORD_EMBEDDINGS, write_axes, write_epoch
+from lingtrace.influence.params import WORD_EMBEDDINGS
+from lingtrace.influence.store import GROUP_PREFIX, SCORES, write_axes, write_epoch
 from lingtrace.io import write_json, write_parquet
 from lingtrace.run import RunDir
 

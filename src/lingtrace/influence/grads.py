@@ -142,7 +142,6 @@ class PerSampleGradients:
                 logits = logits.float()
             return torch.nn.functional.cross_entropy(logits, label[None], reduction="sum")
 
-        self._loss_one = loss_one
         self._grad = vmap(grad_and_value(loss_one, argnums=argnums), in_dims=(None, 0, 0, 0, 0))
         self._grad_nopos = vmap(grad_and_value(loss_one, argnums=argnums), in_dims=(None, 0, 0, None, 0))
 

@@ -55,28 +55,9 @@ class SparseRows:
         out.index_add_(0, self.owner, torch.linalg.vector_norm(self.rows, dim=1).double().pow(2))
         return out
 
-    def to(self, device: torch.device | str) -> SparseRows:
-        return SparseRows(self.owner.to(device), self.token.to(device), self.rows.to(device), self.n)
-
-    @staticmethod
-    def cat(parts: list[SparseRows]) -> SparseRows:
-        owners, offset = [], 0
-        for p in parts:
-            owners.append(p.owner + offset)
-            offset += p.n
-        return SparseRows(
-            torch.cat(owners),
-            torch.cat([p.token for p in parts]),
-            torch.cat([p.rows for p in parts]),
-            offset,
-        )
-
     def sorted_by_token(self) -> SparseRows:
         order = torch.argsort(self.token, stable=True)
         return SparseRows(self.owner[order], self.token[order], self.rows[order], self.n)
-
-    def nbytes(self) -> int:
-        return self.rows.numel() * self.rows.element_size() + 16 * self.owner.numel()
 
 
 def sparse_dots(a: SparseRows, b_sorted: SparseRows, max_elements: int = 1 << 24) -> torch.Tensor:

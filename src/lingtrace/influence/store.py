@@ -40,8 +40,6 @@ TRAIN_UIDS = "train_uids.json"
 TEST_UIDS = "test_uids.json"
 SCORES = "scores"
 GROUP_PREFIX = "group."
-#: parameter group of the word-embedding matrix in the breakdown
-WORD_EMBEDDINGS = "word_embeddings"
 
 _NP_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32}
 

@@ -41,16 +41,15 @@ import torch
 
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.grads import Batch, BatchGrads, PerSampleGradients, collate
-from lingtrace.influence.params import ParamSelection, select_params
+from lingtrace.influence.params import WORD_EMBEDDINGS, ParamSelection, select_params
 from lingtrace.influence.projection import CountSketch
 from lingtrace.influence.sparse import SparseRows, sparse_dots
+from lingtrace.influence.store import GROUP_PREFIX, SCORES
 from lingtrace.utils import progress, resolve_device
 
 log = logging.getLogger(__name__)
 
 MODES = ("cosine", "dot", "train-normalised")
-SCORES = "scores"
-GROUP_PREFIX = "group."
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -600,7 +599,7 @@ class TracIn:
         c0, c1 = shard
         sub = train.subset(range(c0, c1))
         n, m = len(sub), res.sq_norm.shape[0]
-        names = [SCORES] + ([*groups] + ([_WORD] if psg.with_emb else []) if self.breakdown else [])
+        names = [SCORES] + ([*groups] + ([WORD_EMBEDDINGS] if psg.with_emb else []) if self.breakdown else [])
         acc = {k: torch.zeros((n, m), dtype=self.param_dtype, device=self.device) for k in names}
         sq = torch.zeros(n, dtype=torch.float64, device=self.device)
         pin = self.device.type == "cuda"
@@ -633,7 +632,7 @@ class TracIn:
                 if e is not None:
                     acc[SCORES].index_add_(0, idx, e.to(acc[SCORES].dtype))
                     if self.breakdown:
-                        acc[_WORD].index_copy_(0, idx, e.to(acc[_WORD].dtype))
+                        acc[WORD_EMBEDDINGS].index_copy_(0, idx, e.to(acc[WORD_EMBEDDINGS].dtype))
                 for k, d in self._dense_dots(g.dense, res, groups).items():
                     if k == SCORES:
                         acc[k].index_add_(0, idx, d.to(acc[k].dtype))
@@ -684,9 +683,6 @@ class TracIn:
             stats=dict(self.stats),
         )
         return res
-
-
-_WORD = "word_embeddings"
 
 
 def default_pad_id(tokenizer) -> int:
