@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from lingtrace.analysis.common import ALL
 from lingtrace.config import EXPERIMENTS
 from lingtrace.errors import LingtraceError
 from lingtrace.run import RunDir
 
 log = logging.getLogger(__name__)
 
-ALL = "all"
 
 
 def _module(name: str):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace.analysis.common import ALL, DIRECTIONS
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
 from lingtrace.data import schema as S
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 NAME = "imbalance"
 TITLE = "Data imbalance: extra training data for one language"
 REPRODUCES = "Fig. 5"
-DIRECTIONS = ("positive", "negative")
-ALL = "all"
 
 SHARE = {
     "extra_lang": "the language given extra training data (l)",

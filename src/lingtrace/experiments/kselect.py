@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace.analysis.common import ALL, NEGATIVE, POSITIVE
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
 from lingtrace.data import schema as S
@@ -50,8 +51,7 @@ log = logging.getLogger(__name__)
 NAME = "k-selection"
 TITLE = "Choosing k: retraining without the most influential examples"
 REPRODUCES = "Fig. 1, 6-8 (+ random control)"
-POSITIVE, NEGATIVE, RANDOM = "positive", "negative", "random"
-ALL = "all"
+RANDOM = "random"  # the control, beside the analyses' positive / negative directions
 
 PLAN = {
     "sub_run": "sub-run directory under runs/",

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace.analysis.common import ALL, DIRECTIONS
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
 from lingtrace.data import schema as S
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 NAME = "zero-shot"
 TITLE = "Zero-shot: retraining without a language"
 REPRODUCES = "Fig. 4"
-DIRECTIONS = ("positive", "negative")
-ALL = "all"
 
 PER_TEST = {
     "exclude_lang": "the language left out of training (l)",

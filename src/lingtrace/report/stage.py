@@ -218,6 +218,16 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
     return section("summary", "Run summary", None, None, "\n".join(parts))
 
 
+def _not_applicable(inp: ReportInputs, spec) -> str | None:
+    """Why the analysis of table ``spec`` does not apply to this run (None when it does)."""
+    return inp.summary.get("not_applicable", {}).get(spec.name)
+
+
+def _table_section(inp: ReportInputs, spec, reading: str | None, content: str, na: str | None) -> str:
+    """The section of one analysis table, with the notes the analyze stage recorded for it."""
+    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+
+
 def _section_shares(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
     name = T.LANGUAGE_SHARES.name
     na = inp.summary.get("not_applicable", {}).get(name)
@@ -243,7 +253,7 @@ def _section_shares(inp: ReportInputs, figs: dict[str, bytes], test_order: Seque
 
 def _section_average(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
     spec = T.AVERAGE_INFLUENCE
-    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
         avg = inp.tables[spec.name]
@@ -259,12 +269,12 @@ def _section_average(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             + columns_doc(spec.columns, spec.file)
         )
         reading = R.average_influence(avg)
-    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+    return _table_section(inp, spec, reading, content, na)
 
 
 def _section_overlap(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
     spec = T.TRANSLATION_OVERLAP
-    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
         ov = inp.tables[spec.name]
@@ -290,7 +300,7 @@ def _section_overlap(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             + columns_doc(spec.columns, spec.file)
         )
         reading = R.translation_overlap(ov)
-    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+    return _table_section(inp, spec, reading, content, na)
 
 
 def _section_dynamics(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
@@ -331,7 +341,7 @@ def _section_dynamics(inp: ReportInputs, figs: dict[str, bytes], test_order: Seq
 
 def _section_distributions(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
     spec = T.SCORE_DISTRIBUTIONS
-    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
         dist = inp.tables[spec.name]
@@ -341,12 +351,12 @@ def _section_distributions(inp: ReportInputs, figs: dict[str, bytes], test_order
             + columns_doc(spec.columns, spec.file)
         )
         reading = R.score_distributions(dist)
-    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+    return _table_section(inp, spec, reading, content, na)
 
 
 def _section_examples(inp: ReportInputs, test_order: Sequence[str]) -> str:
     spec = T.EXAMPLES
-    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    na = _not_applicable(inp, spec)
     content = ""
     if not na:
         ex = inp.tables[spec.name]
@@ -368,7 +378,7 @@ def _section_examples(inp: ReportInputs, test_order: Sequence[str]) -> str:
             f"analysis/{spec.file}.</p>" + "".join(blocks) + columns_doc(spec.columns, spec.file)
         )
     reading = None if na else R.example_tables(inp.tables[spec.name])
-    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+    return _table_section(inp, spec, reading, content, na)
 
 
 def _section_browser(inp: ReportInputs, languages: Sequence[str]) -> str:
@@ -379,7 +389,7 @@ def _section_browser(inp: ReportInputs, languages: Sequence[str]) -> str:
 
 def _section_scripts(inp: ReportInputs, figs: dict[str, bytes]) -> str:
     spec = T.SCRIPT_PURITY
-    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
         sp = inp.tables[spec.name]
@@ -391,12 +401,12 @@ def _section_scripts(inp: ReportInputs, figs: dict[str, bytes]) -> str:
             + columns_doc(spec.columns, spec.file)
         )
         reading = R.script_purity(sp)
-    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+    return _table_section(inp, spec, reading, content, na)
 
 
 def _section_word_embeddings(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> str:
     spec = T.WORD_EMBEDDING_SHARE
-    na = inp.summary.get("not_applicable", {}).get(spec.name)
+    na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
         we = inp.tables[spec.name]
@@ -409,7 +419,7 @@ def _section_word_embeddings(inp: ReportInputs, figs: dict[str, bytes], test_ord
             + columns_doc(spec.columns, spec.file)
         )
         reading = R.word_embedding_share(we)
-    return section(spec.name, spec.title, spec.reproduces, reading, content, na, inp.summary.get("notes", {}).get(spec.name, []))
+    return _table_section(inp, spec, reading, content, na)
 
 
 def _section_config(inp: ReportInputs) -> str:
