@@ -113,9 +113,10 @@ def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist 
     if dist.is_main:
         try:
             sink = store.StoreWriter(run.influence_dir, fp, meta, train_ex.uids, test_ex.uids, overwrite=overwrite, assemble=True)
-            if sink.plan is None:
+            if sink.plan is None and dist.enabled:
+                # every rank must follow one plan; a single process plans in `run` after its first load
                 sink.begin(tracin.make_plan(train_ex, test_ex, world=dist.world))
-            decision = {"plan": sink.plan.to_dict()}
+            decision = {"plan": sink.plan.to_dict() if sink.plan else None}
         except LingtraceError as e:
             decision = {"error": [e.problem, e.fix]}
     decision = dist.broadcast(decision)
