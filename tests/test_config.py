@@ -12,12 +12,40 @@ from lingtrace.errors import LingtraceError
 from lingtrace.run import RunDir
 
 
-def test_presets_carry_paper_settings():
-    for name, lr in [("xnli", 2e-5), ("pawsx", 9e-6), ("marc", 2e-5)]:
-        c = preset(name)
-        assert c.model.name == "xlm-roberta-base"
-        assert c.train.lr == lr and c.train.epochs == 10 and c.train.patience == 3
-        assert c.data.train_per_lang == 2000 and c.select.per_lang == 25 and len(c.data.languages) == 5
+#: The paper's setting, Choenni et al. 2023, section 3 ("Experimental setup"): each task is fine-tuned
+#: and tested on five languages, with 2,000 training examples and 25 test examples per language,
+#: XLM-R base, up to 10 epochs with early stopping (patience 3), lr 2e-5 (XNLI, MARC) and 9e-6 (PAWS-X).
+PAPER_SECTION_3 = {
+    "xnli": {"languages": {"en", "fr", "de", "ru", "es"}, "lr": 2e-5, "lr_text": "2e-5"},
+    "pawsx": {"languages": {"en", "fr", "de", "ko", "es"}, "lr": 9e-6, "lr_text": "9e-6"},
+    "marc": {"languages": {"zh", "en", "fr", "de", "es"}, "lr": 2e-5, "lr_text": "2e-5"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SECTION_3))
+def test_presets_are_the_paper_setting(name):
+    """Choenni et al. 2023, section 3: every paper preset pins the paper's languages and hyper-parameters."""
+    paper = PAPER_SECTION_3[name]
+    c = preset(name)
+    assert c.data.task == name
+    assert set(c.data.languages) == paper["languages"] and len(c.data.languages) == 5
+    assert c.train.lr == paper["lr"]
+    assert c.train.epochs == 10 and c.train.patience == 3
+    assert c.data.train_per_lang == 2000
+    assert c.select.per_lang == 25
+    assert c.model.name == "xlm-roberta-base"
+    assert Config.from_dict(c.to_dict()) == c
+
+
+def test_readme_presets_match_the_code():
+    """The README's configuration example and presets paragraph name the presets' languages."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    for name, paper in PAPER_SECTION_3.items():
+        langs = ", ".join(preset(name).data.languages)
+        assert f"`{name}` ({langs}; lr {paper['lr_text']})" in readme, name
+    assert "languages: [" + ", ".join(preset("xnli").data.languages) + "]" in readme
 
 
 def test_yaml_with_preset_and_overrides(tmp_path):
