@@ -2,6 +2,12 @@
 
 A crash, Ctrl-C or a full disk in the middle of a write leaves the previous file (or none)
 in place, never a truncated one.
+
+Every file written through these helpers gets one mode, ``FILE_MODE`` (0666 less the umask: 0644
+under the usual umask 022), and every folder ``DIR_MODE``, whatever the writer did: some writers
+(``safetensors.save_file``, and ``save_pretrained`` through it) write to a private temporary file of
+their own and rename it onto the path they were given, so the file ends up 0600. The mode is
+therefore set just before the final rename, on whatever is at the temporary path by then.
 """
 
 from __future__ import annotations
@@ -26,6 +32,27 @@ def _umask() -> int:
 
 
 _UMASK = _umask()
+#: the mode of every file and folder a run writes
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def _set_mode(path: Path, mode: int) -> None:
+    """chmod ``path`` to ``mode`` unless it has it already (a hard-linked file is then left untouched)."""
+    if (path.lstat().st_mode & 0o7777) != mode:
+        os.chmod(path, mode)
+
+
+def _set_modes(root: Path) -> None:
+    """``DIR_MODE`` on ``root`` and every folder below it, ``FILE_MODE`` on every file (links are skipped)."""
+    _set_mode(root, DIR_MODE)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            if not os.path.islink(os.path.join(folder, name)):
+                _set_mode(Path(folder, name), DIR_MODE)
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                _set_mode(Path(folder, name), FILE_MODE)
 
 
 @contextlib.contextmanager
@@ -35,12 +62,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        # mkstemp makes 0600 files, and a writer may have replaced ours with its own 0600 file
+        _set_mode(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
@@ -58,9 +86,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
+        _set_modes(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
