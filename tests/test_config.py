@@ -105,6 +105,22 @@ def test_stage_marker_refuses_other_config(tmp_path):
     assert not run.check_stage(apply_overrides(cfg, ["data.seed=1"]), "prepare", overwrite=True)
 
 
+def test_stage_marker_from_before_a_new_key_is_accepted(tmp_path):
+    """A run made before a config key existed (its marker lacks the key) matches the key's default."""
+    from lingtrace.io import read_json, write_json
+
+    run = RunDir(tmp_path)
+    cfg = Config()
+    run.mark_complete(cfg, "prepare")
+    old = read_json(run.stage_marker("prepare"))
+    del old["config"]["data"]["drop_invalid"]
+    old["fingerprint"] = "from-an-older-version"
+    write_json(run.stage_marker("prepare"), old)
+    assert run.check_stage(cfg, "prepare")
+    with pytest.raises(LingtraceError, match="drop_invalid"):
+        run.check_stage(apply_overrides(cfg, ["data.drop_invalid=true"]), "prepare")
+
+
 def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "r")]) == 2
     assert "no config" in capsys.readouterr().err

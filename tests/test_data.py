@@ -15,6 +15,7 @@ from lingtrace.config import DataConfig
 from lingtrace.data import emoji as emoji_mod
 from lingtrace.data.readers import (
     FRAME_COLUMNS,
+    finalize_frames,
     load_task,
     read_hub,
     read_local,
@@ -444,6 +445,47 @@ def test_local_errors(tmp_path):
     with pytest.raises(LingtraceError, match="cannot be read from data.source=embedded") as e:
         load_task(DataConfig(task="xnli", source="embedded"))
     assert "official" in e.value.fix and "hub" in e.value.fix
+
+
+def test_local_empty_label_or_text_stops_prepare(tmp_path, caplog):
+    """An empty label cell must not become a class, nor an empty text an example."""
+    p = tmp_path / "d.csv"
+    rows = {"sentence": ["a", "b", "c", "d", "e"], "y": ["pos", "neg", "", "pos", "neg"], "lang": ["en"] * 5}
+    pd.DataFrame(rows).to_csv(p, index=False)
+    cols = {"text_a": "sentence", "label": "y"}
+    cfg = DataConfig(task="local", source="local", path=str(p), languages=["en"], columns=cols)
+    with pytest.raises(LingtraceError) as e:
+        load_task(cfg)
+    msg = str(e.value)
+    assert str(p) in msg and "1 row(s) with an empty or missing label in column 'y'" in msg and "data row 3" in msg
+    assert "data.drop_invalid" in e.value.fix and "\n" not in msg
+    frames, spec = load_task(DataConfig(**{**cfg.__dict__, "drop_invalid": True}))
+    assert spec.label_names == ("neg", "pos") and len(frames) == 4  # no "" class, the row is gone
+    assert "dropped 1 row(s)" in caplog.text
+
+    rows["y"][2] = "pos"
+    rows["sentence"][1] = "  "
+    pd.DataFrame(rows).to_csv(p, index=False)
+    with pytest.raises(LingtraceError, match=r"1 row\(s\) with no text in column 'sentence' and 'text_b' \(first: data row 2"):
+        load_task(cfg)
+    # rows of languages that are not used are not checked
+    rows["lang"][1] = "de"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    assert len(load_task(cfg)[0]) == 4
+    # missing values in JSON lines (null) count as empty too
+    j = tmp_path / "d.jsonl"
+    pd.DataFrame({"text_a": ["a", "b"], "label": [1, None], "lang": ["en", "en"]}).to_json(j, orient="records", lines=True)
+    with pytest.raises(LingtraceError, match="empty or missing label in column 'label'"):
+        load_task(DataConfig(task="local", source="local", path=str(j), languages=["en"]))
+
+
+def test_every_reader_output_is_checked_for_empty_texts():
+    frame = pd.DataFrame(
+        {LANG: ["en", "en"], TRANSLATION_ID: ["1", "2"], TEXT_A: ["x", ""], TEXT_B: ["", None], LABEL: [0, 1], SPLIT: ["train", "test"]}
+    )
+    with pytest.raises(LingtraceError, match=r"the xnli data: 1 row\(s\) with no text .*first: en, test"):
+        finalize_frames(frame, TASKS["xnli"], ["en"])
+    assert len(finalize_frames(frame, TASKS["xnli"], ["en"], drop_invalid=True)) == 1
 
 
 def _mkdir(p):

@@ -47,6 +47,10 @@ class DataConfig:
         factory=dict,
     )
     label_names: list[str] | None = _f(None, "local source: label names in class-index order (default: sorted distinct labels)")
+    drop_invalid: bool = _f(
+        False,
+        "drop rows with a missing or empty label, or with no text, and log how many (default: such rows stop `prepare`)",
+    )
     num_labels: int | None = _f(None, "set by `prepare` from the task; leave empty")
 
 

@@ -124,7 +124,9 @@ class RunDir:
         if not marker.exists():
             return False
         done = read_json(marker)
-        if done.get("fingerprint") == fingerprint(self.stage_config(cfg, stage)):
+        # a key added to lingtrace after the stage was made counts as its default value
+        recorded = _with_defaults(done.get("config", {}), self.stage_config(Config(), stage))
+        if done.get("fingerprint") == fingerprint(self.stage_config(cfg, stage)) or recorded == self.stage_config(cfg, stage):
             return not overwrite
         if overwrite:
             return False
@@ -143,6 +145,17 @@ class RunDir:
         names = list(STAGES)
         for later in names[names.index(stage):]:
             self.stage_marker(later).unlink(missing_ok=True)
+
+
+def _with_defaults(recorded: dict, defaults: dict) -> dict:
+    """``recorded`` with the keys it lacks taken from ``defaults`` (recursively)."""
+    out = dict(recorded)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:

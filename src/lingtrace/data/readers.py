@@ -422,6 +422,47 @@ def _local_files(root: Path) -> list[tuple[Path, str | None]]:
     return [(found[s], s) for s in SPLITS if s in found]
 
 
+def _blank(values: pd.Series) -> np.ndarray:
+    """True where a cell is missing (None/NaN) or holds only whitespace."""
+    return (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
+
+
+def drop_invalid_rows(
+    frame: pd.DataFrame, label: str, texts: list[str], where: str, names: dict[str, str], drop: bool, row_numbers: bool
+) -> pd.DataFrame:
+    """``frame`` without the rows that have no label or no text at all; such rows stop ``prepare``
+    with a one-line error unless ``drop`` (``data.drop_invalid``), which drops them and logs how many.
+
+    ``label`` and ``texts`` are columns of ``frame`` (which also has ``lang`` and ``split``); ``names``
+    gives the name each has in the user's data, ``where`` the file or data set; with ``row_numbers``
+    the index is the 0-based data row of the file.
+    """
+    if frame.empty:
+        return frame
+    no_label = _blank(frame[label])
+    no_text = np.logical_and.reduce([_blank(frame[c]) for c in texts])
+    bad = no_label | no_text
+    if not bad.any():
+        return frame
+    found = []
+    for mask, what, cols in ((no_label, "an empty or missing label", [label]), (no_text, "no text", texts)):
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            first = f"{frame[LANG].iloc[i]}, {frame[SPLIT].iloc[i]}"
+            if row_numbers:
+                first = f"data row {int(frame.index[i]) + 1}, {first}"
+            columns = " and ".join(repr(names.get(c, c)) for c in cols)
+            found.append(f"{int(mask.sum())} row(s) with {what} in column {columns} (first: {first})")
+    problem = f"{where}: " + "; ".join(found)
+    if not drop:
+        raise LingtraceError(
+            problem,
+            "fill in or remove those rows, or set data.drop_invalid: true to drop them (the number dropped is logged)",
+        )
+    log.warning("%s; dropped %d row(s) (data.drop_invalid)", problem, int(bad.sum()))
+    return frame[~bad]
+
+
 def _labels_to_int(
     values: pd.Series, label_names: list[str] | None, aliases: dict[str, int] | None, where: str
 ) -> tuple[np.ndarray, list[str] | None]:
@@ -462,12 +503,15 @@ def read_local(
     languages: list[str],
     label_names: list[str] | None = None,
     task: TaskSpec | None = None,
+    drop_invalid: bool = False,
 ) -> tuple[pd.DataFrame, TaskSpec]:
     """CSV/TSV/JSONL/Parquet: one file (with a split column, or one pool) or a folder of train/dev/test files.
 
     ``columns`` maps lingtrace names (text_a, text_b, label, lang, translation_id, split) to the file's
     columns; unmapped names are looked up under their own name. Returns the frame and the task spec with
-    its labels (and ``parallel`` set when the data has translation ids, for the ``local`` task).
+    its labels (and ``parallel`` set when the data has translation ids, for the ``local`` task). A row
+    with an empty label or no text is an error naming the file (dropped with ``drop_invalid``), so an
+    empty cell never becomes a class.
     """
     task = task or TASKS["local"]
     columns = dict(columns or {})
@@ -536,6 +580,11 @@ def read_local(
         else:
             out[SPLIT] = "train"  # one pool: sampling carves disjoint dev/test pools out of it
         out["_file"] = str(file)
+        # only the rows of data.languages are used (and checked); the others are dropped later
+        names = {key: columns.get(key, key) for key in (TEXT_A, TEXT_B)} | {"_label": columns.get(LABEL, LABEL)}
+        used = out[LANG].isin(languages)
+        checked = drop_invalid_rows(out[used], "_label", [TEXT_A, TEXT_B], str(file), names, drop_invalid, True)
+        out = pd.concat([checked, out[~used]]).sort_index()
         tables.append((out, has_tid))
     df = pd.concat([t for t, _ in tables], ignore_index=True)
     _check_languages(
@@ -650,8 +699,10 @@ def read_hub(task: TaskSpec, languages: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------- dispatch
 
 
-def finalize_frames(frames: pd.DataFrame, task: TaskSpec, languages: list[str]) -> pd.DataFrame:
-    """Normalise dtypes, keep ``languages``, and check labels, splits and per-language counts."""
+def finalize_frames(
+    frames: pd.DataFrame, task: TaskSpec, languages: list[str], drop_invalid: bool = False
+) -> pd.DataFrame:
+    """Normalise dtypes, keep ``languages``, and check labels, texts, splits and per-language counts."""
     _require_columns(frames.columns, FRAME_COLUMNS, "the task data")
     df = frames[FRAME_COLUMNS].copy()
     df[LANG] = df[LANG].astype(str)
@@ -664,6 +715,7 @@ def finalize_frames(frames: pd.DataFrame, task: TaskSpec, languages: list[str]) 
                 "check the data files for that language, or remove it from data.languages",
             )
     df = df[df[LANG].isin(languages)]
+    df = drop_invalid_rows(df, LABEL, [TEXT_A, TEXT_B], f"the {task.name} data", {}, drop_invalid, False)
     df[TRANSLATION_ID] = df[TRANSLATION_ID].astype(str)
     df[TEXT_A] = df[TEXT_A].fillna("").astype(str)
     df[TEXT_B] = df[TEXT_B].fillna("").astype(str)
@@ -705,5 +757,5 @@ def load_task(cfg: DataConfig) -> tuple[pd.DataFrame, TaskSpec]:
     elif cfg.source == "hub":
         frames = read_hub(spec, languages)
     else:
-        frames, spec = read_local(cfg.path, cfg.columns, languages, cfg.label_names, spec)
-    return finalize_frames(frames, spec, languages), spec
+        frames, spec = read_local(cfg.path, cfg.columns, languages, cfg.label_names, spec, cfg.drop_invalid)
+    return finalize_frames(frames, spec, languages, cfg.drop_invalid), spec
