@@ -68,13 +68,35 @@ def test_yaml_with_preset_and_overrides(tmp_path):
         ("data.exclude_lang=xx", "exclude_lang"),
         ("data.extra_pct=50", "extra_lang"),
         ("model.freeze_embeddings=maybe", "true or false"),
-        ("data.source=official", "data.path"),
+        ("data.source=official", "task emoji cannot be read from data.source=official"),
+        ("data.task=xnli;data.source=official", "data.path"),
+        ("data.task=pawsx;data.source=hub;data.languages=[en,xx]", "'xx' in data.languages is not available for task pawsx"),
         ("noequals", "key=value"),
     ],
 )
 def test_validation_messages(override, message):
     with pytest.raises(LingtraceError, match=message):
-        load_config(None, [override])
+        load_config(None, override.split(";"))
+
+
+@pytest.mark.parametrize("name", ["emoji", "xnli", "pawsx", "marc"])
+def test_validation_reports_the_cause_first(name):
+    """Data is checked before the sections that refer to its languages: an unknown language is named
+    as such (the emoji preset's experiment lists name es, which the override drops)."""
+    with pytest.raises(LingtraceError) as e:
+        apply = preset(name).to_dict()
+        apply["data"]["languages"] = ["en", "xx"]
+        from lingtrace.config import validate
+
+        validate(Config.from_dict(apply))
+    assert "'xx' in data.languages is not available for task " + name in str(e.value)
+    assert "experiment" not in str(e.value)
+    # with valid data, an experiment list naming a language outside data.languages is the error
+    with pytest.raises(LingtraceError, match="experiment.zero_shot_languages has 'es'") as e:
+        load_config(None, ["data.languages=[de,fr]", "experiment.zero_shot_languages=[es]"])
+    assert "experiment.zero_shot_languages=[]" in e.value.fix
+    # a local source's languages are known only when `prepare` reads it
+    assert load_config(None, ["data.task=local", "data.source=local", "data.path=x", "data.languages=[xx]"]).data.languages == ["xx"]
 
 
 def test_bad_yaml_file(tmp_path):

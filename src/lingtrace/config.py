@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from lingtrace.data.tasks import TASK_SOURCES, TASKS
 from lingtrace.errors import LingtraceError
 
 
@@ -361,26 +362,11 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def validate(cfg: Config) -> None:
-    d, m, t, s, i = cfg.data, cfg.model, cfg.train, cfg.select, cfg.influence
-    if d.source not in ("embedded", "official", "local", "hub"):
-        raise LingtraceError(f"data.source must be embedded, official, local or hub, got {d.source!r}")
-    if d.source in ("official", "local") and not d.path:
-        raise LingtraceError(f"data.source={d.source} needs data.path", "set data.path to the directory or file with the data")
-    if not d.languages:
-        raise LingtraceError("data.languages is empty", "list at least one language, e.g. --set data.languages=[de,fr]")
-    if len(set(d.languages)) != len(d.languages):
-        raise LingtraceError(f"data.languages has duplicates: {d.languages}")
-    for key in ("train_per_lang", "dev_per_lang", "test_per_lang"):
-        if getattr(d, key) < 1:
-            raise LingtraceError(f"data.{key} must be at least 1, got {getattr(d, key)}")
-    if d.exclude_lang is not None and d.exclude_lang not in d.languages:
-        raise LingtraceError(f"data.exclude_lang={d.exclude_lang!r} is not one of data.languages {d.languages}")
-    if d.extra_lang is not None and d.extra_lang not in d.languages:
-        raise LingtraceError(f"data.extra_lang={d.extra_lang!r} is not one of data.languages {d.languages}")
-    if d.extra_pct < 0:
-        raise LingtraceError(f"data.extra_pct must be >= 0, got {d.extra_pct}")
-    if d.extra_pct > 0 and d.extra_lang is None:
-        raise LingtraceError("data.extra_pct is set but data.extra_lang is not", "name the language to add data for")
+    """Check ``cfg`` section by section in dependency order (data, model, train, select, influence,
+    analysis, experiment), so that the first error reported is the cause: the sections after ``data``
+    refer to its languages, so a wrong language is reported as such, not as a later list that names it."""
+    _validate_data(cfg.data)
+    m, t, s, i = cfg.model, cfg.train, cfg.select, cfg.influence
     if m.num_layers is not None and m.num_layers < 1:
         raise LingtraceError(f"model.num_layers must be at least 1, got {m.num_layers}")
     if m.max_length < 8:
@@ -406,6 +392,42 @@ def validate(cfg: Config) -> None:
     _validate_experiment(cfg)
 
 
+def _validate_data(d: DataConfig) -> None:
+    """The data section alone; a registered task read from its own files (embedded, official, hub) has
+    a known set of languages, checked here (a local source's languages are known only when `prepare`
+    reads it)."""
+    if d.source not in ("embedded", "official", "local", "hub"):
+        raise LingtraceError(f"data.source must be embedded, official, local or hub, got {d.source!r}")
+    if d.task in TASK_SOURCES and d.source not in TASK_SOURCES[d.task]:
+        raise LingtraceError(
+            f"task {d.task} cannot be read from data.source={d.source}", f"set data.source to {' or '.join(TASK_SOURCES[d.task])}"
+        )
+    if d.source in ("official", "local") and not d.path:
+        raise LingtraceError(f"data.source={d.source} needs data.path", "set data.path to the directory or file with the data")
+    if not d.languages:
+        raise LingtraceError("data.languages is empty", "list at least one language, e.g. --set data.languages=[de,fr]")
+    if len(set(d.languages)) != len(d.languages):
+        raise LingtraceError(f"data.languages has duplicates: {d.languages}")
+    known = TASKS[d.task].languages if d.task in TASKS and d.source != "local" else ()
+    for lang in d.languages:
+        if known and lang not in known:
+            raise LingtraceError(
+                f"language {lang!r} in data.languages is not available for task {d.task} (data.source={d.source})",
+                f"choose data.languages from {', '.join(sorted(known))}",
+            )
+    for key in ("train_per_lang", "dev_per_lang", "test_per_lang"):
+        if getattr(d, key) < 1:
+            raise LingtraceError(f"data.{key} must be at least 1, got {getattr(d, key)}")
+    if d.exclude_lang is not None and d.exclude_lang not in d.languages:
+        raise LingtraceError(f"data.exclude_lang={d.exclude_lang!r} is not one of data.languages {d.languages}")
+    if d.extra_lang is not None and d.extra_lang not in d.languages:
+        raise LingtraceError(f"data.extra_lang={d.extra_lang!r} is not one of data.languages {d.languages}")
+    if d.extra_pct < 0:
+        raise LingtraceError(f"data.extra_pct must be >= 0, got {d.extra_pct}")
+    if d.extra_pct > 0 and d.extra_lang is None:
+        raise LingtraceError("data.extra_pct is set but data.extra_lang is not", "name the language to add data for")
+
+
 def _validate_experiment(cfg: Config) -> None:
     x, langs = cfg.experiment, cfg.data.languages
     if x.top_k is not None and x.top_k < 1:
@@ -423,7 +445,10 @@ def _validate_experiment(cfg: Config) -> None:
     for key in ("k_languages", "zero_shot_languages", "imbalance_languages"):
         unknown = [lang for lang in getattr(x, key) if lang not in langs]
         if unknown:
-            raise LingtraceError(f"experiment.{key} has {unknown[0]!r}, which is not one of data.languages {langs}")
+            raise LingtraceError(
+                f"experiment.{key} has {unknown[0]!r}, which is not one of data.languages {langs}",
+                f"list only languages of data.languages in experiment.{key} (empty = all), e.g. --set experiment.{key}=[]",
+            )
     if not x.imbalance_pcts or any(p <= 0 for p in x.imbalance_pcts):
         raise LingtraceError(f"experiment.imbalance_pcts must be a non-empty list of percentages > 0, got {x.imbalance_pcts}")
 
