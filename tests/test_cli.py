@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -13,16 +18,31 @@ from lingtrace.run import RunDir
 BASE_STAGES = "prepare,train,select"
 
 
-@pytest.fixture
-def cli_config(tmp_path, tiny_model_dir):
+def toy_table() -> pd.DataFrame:
+    """The toy task as one local table with a split column and string labels."""
     parts = []
     for split, n, seed in [("train", 12, 0), ("validation", 6, 1), ("test", 8, 2)]:
         frame = toy_examples(n_per_lang=n, split=split, seed=seed).drop(columns=["uid"])
         frame["split"] = split
         frame["label"] = frame["label"].map({0: "neg", 1: "pos"})
         parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file below ``root``: (mode, mtime_ns, sha256), to check that a refused command changed nothing."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+@pytest.fixture
+def cli_config(tmp_path, tiny_model_dir):
     data = tmp_path / "toy.csv"
-    pd.concat(parts).to_csv(data, index=False)
+    toy_table().to_csv(data, index=False)
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(
         f"""
@@ -122,3 +142,135 @@ def test_bad_inputs_are_one_line_errors(cli_config, tmp_path, capsys):
         assert code == 2, name
         assert needle in err and err.startswith("lingtrace: error:") and err.count("\n") == 1, (name, err)
         assert not RunDir(out).is_complete("train"), name
+
+
+def test_bad_input_on_an_existing_run_changes_nothing(cli_config, tmp_path, capsys):
+    """Each bad input exits 2 with one line naming its cause, and the run directory is left as it was."""
+    out = tmp_path / "run"
+    assert main(["run", str(cli_config), "--out", str(out), "--stages", "prepare,train", "-q"]) == 0
+    table = toy_table()
+    empty_label = table.copy()
+    empty_label.loc[3, "label"] = ""  # a German training row
+    empty_label.to_csv(tmp_path / "empty_label.csv", index=False)
+    empty_text = table.copy()
+    empty_text.loc[40, "text_a"] = ""
+    empty_text.to_csv(tmp_path / "empty_text.csv", index=False)
+    run = str(out)
+    cases = {
+        "empty label": (
+            ["prepare", run, "--overwrite", "--set", f"data.path={tmp_path / 'empty_label.csv'}"],
+            [str(tmp_path / "empty_label.csv"), "1 row(s) with an empty or missing label in column 'label'", "data.drop_invalid"],
+        ),
+        "empty text": (
+            ["prepare", run, "--overwrite", "--set", f"data.path={tmp_path / 'empty_text.csv'}"],
+            [str(tmp_path / "empty_text.csv"), "1 row(s) with no text in column 'text_a'"],
+        ),
+        "language not in the local data": (
+            ["prepare", run, "--overwrite", "--set", "data.languages=[de,fr,xx]"],
+            ["language 'xx' is not available for task local"],
+        ),
+        "language not of a preset's task": (
+            ["prepare", run, "--preset", "emoji", "--set", "data.languages=[en,xx]"],
+            ["'xx' in data.languages is not available for task emoji"],
+        ),
+        "demo into a run of another config": (
+            ["demo", "--out", run],
+            [f"{out} holds a run of another config (task local, model ", "languages de, fr, ru", "--overwrite"],
+        ),
+        "run with two configs": (["run", str(cli_config), "--config", str(cli_config), "--out", run], ["both CONFIG and --config"]),
+        "unknown stage": (["run", "--out", run, "--stages", "prepare,tain"], ["unknown stage 'tain'"]),
+        "changed training config": (["train", run, "--set", "train.lr=0.01"], ["train.lr", "--overwrite"]),
+    }
+    before = snapshot(out)
+    for name, (argv, needles) in cases.items():
+        capsys.readouterr()
+        assert main([*argv, "-q"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("lingtrace: error:") and err.count("\n") == 1, (name, err)
+        for needle in needles:
+            assert needle in err, (name, needle, err)
+        assert "experiment" not in err, (name, err)  # the cause, not a list that refers to it
+        assert snapshot(out) == before, name
+    # the same bad label with data.drop_invalid drops the row and goes on
+    capsys.readouterr()
+    argv = ["prepare", run, "--overwrite", "--set", f"data.path={tmp_path / 'empty_label.csv'}", "--set", "data.drop_invalid=true"]
+    assert main([*argv, "-q"]) == 0
+    assert read_json(RunDir(out).task_path)["label_names"] == ["neg", "pos"]
+    assert not RunDir(out).is_complete("train")  # the data changed: training must be redone
+
+
+def test_bad_input_in_a_fresh_directory_leaves_nothing(cli_config, tmp_path, capsys):
+    table = toy_table()
+    table.loc[0, "label"] = None
+    table.to_csv(tmp_path / "toy.csv", index=False)
+    out = tmp_path / "fresh"
+    assert main(["run", str(cli_config), "--out", str(out), "-q"]) == 2
+    assert "empty or missing label" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_run_takes_a_preset_and_the_common_options(tmp_path, capsys):
+    out = tmp_path / "emoji"
+    argv = ["run", "--preset", "emoji", "--out", str(out), "--stages", "prepare", "--set", "data.train_per_lang=20", "--mode", "dot", "-q"]
+    assert main(argv) == 0
+    saved = read_json(RunDir(out).config_path)
+    assert saved["data"]["task"] == "emoji" and saved["data"]["train_per_lang"] == 20 and saved["influence"]["mode"] == "dot"
+    assert len(pd.read_parquet(RunDir(out).split_path("train"))) == 20 * 5
+    # an existing run resumes with its own config.json
+    before = snapshot(out)
+    assert main(["run", "--out", str(out), "--stages", "prepare", "-q"]) == 0
+    assert snapshot(out) == before
+    assert main(["run", "--stages", "prepare", "-q"]) == 2
+    assert "needs a config" in capsys.readouterr().err
+
+
+def test_constant_model_is_flagged_and_every_file_has_one_mode(tmp_path, tiny_model_dir, capsys, caplog):
+    """Training labels all one class: the final model predicts a constant, which the CLI summary,
+    `select` and the report say plainly. The whole run (influence included) has one file mode."""
+    from lingtrace.io import FILE_MODE
+
+    table = toy_table()
+    table.loc[table["split"] == "train", "label"] = "pos"
+    data = tmp_path / "constant.csv"
+    table.to_csv(data, index=False)
+    out = tmp_path / "run"
+    argv = [
+        "run", "--config", str(_write_config(tmp_path, data, tiny_model_dir)), "--out", str(out), "-q",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: the final model (epoch" in printed and "majority-class baseline 0.500" in printed
+    assert "did not learn" in caplog.text  # logged by select
+    run = RunDir(out)
+    info = read_json(run.stage_marker("select"))["info"]
+    assert info["model_warning"] and "did not learn" in info["model_warning"]
+    assert info["test_accuracy"] == pytest.approx(0.5)
+    html = (run.report_dir / "index.html").read_text(encoding="utf-8")
+    summary = html[html.index('<section id="summary"'):]
+    assert summary.index('class="warning"') < summary.index("</section>") and "did not learn the task" in summary
+
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert any("parts" in p.parts or p.suffix == ".safetensors" for p in modes)
+    assert set(modes.values()) == {FILE_MODE}, {str(p): oct(m) for p, m in modes.items() if m != FILE_MODE}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o777 & ~_umask() for p in out.rglob("*") if p.is_dir())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_config(tmp_path: Path, data: Path, model_dir) -> Path:
+    cfg = tmp_path / "constant.yaml"
+    cfg.write_text(
+        f"""
+data: {{task: local, source: local, path: {data}, languages: [de, fr, ru], train_per_lang: 10, dev_per_lang: 6, test_per_lang: 8}}
+model: {{name: {model_dir}, max_length: 16}}
+train: {{lr: 0.003, epochs: 2, batch_size: 8}}
+select: {{per_lang: 2}}
+analysis: {{k: 5}}
+""",
+        encoding="utf-8",
+    )
+    return cfg

@@ -12,7 +12,8 @@ from pathlib import Path
 from lingtrace import __version__
 from lingtrace.config import Config, apply_overrides, help_keys, load_config, preset, validate
 from lingtrace.errors import LingtraceError
-from lingtrace.run import STAGES, RunDir
+from lingtrace.io import read_json
+from lingtrace.run import STAGES, RunDir, describe_config, majority_class_warning
 
 log = logging.getLogger("lingtrace")
 
@@ -78,13 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     _add_common(p, run_arg=False)
 
-    p = sub.add_parser("run", help="run the configured pipeline from a YAML config")
-    p.add_argument("config_file", metavar="CONFIG", help="YAML config (may start from `preset: NAME`)")
-    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p = sub.add_parser("run", help="run the configured pipeline from a YAML config or a preset")
+    p.add_argument("config_file", metavar="CONFIG", nargs="?", help="YAML config (may start from `preset: NAME`); same as --config")
+    p.add_argument("--out", help="run directory (default: runs/<config or preset name>; an existing run resumes with its config.json)")
     p.add_argument("--stages", default=",".join(DEMO_STAGES), help=f"comma-separated stages (default: {','.join(DEMO_STAGES)})")
-    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
-    p.add_argument("--overwrite", action="store_true", help="recompute stages made with a different config")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _add_common(p, run_arg=False)
+    _add_influence_options(p)
 
     for stage, helptext in [
         ("prepare", "sample the training, dev and test data into RUN/data/"),
@@ -115,21 +115,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_config(args, run: RunDir | None) -> Config:
-    """A run directory's saved config, else --config/--preset; then --set overrides."""
+    """--config/--preset, else the run directory's saved config; then the --set overrides (and flags).
+
+    The overrides are applied before validation, so they may complete a config (e.g. data.path)."""
+    overrides = list(args.overrides) + _flag_overrides(args)
     if getattr(args, "config", None):
-        cfg = load_config(args.config)
-    elif getattr(args, "preset", None):
+        return load_config(args.config, overrides)
+    if getattr(args, "preset", None):
         cfg = preset(args.preset)
     elif run is not None and run.config_path.exists():
-        cfg = run.load_config()
+        cfg = Config.from_dict(read_json(run.config_path))
     else:
         raise LingtraceError(
             f"no config for {run.root if run else 'this run'}",
             "give --config YAML or --preset NAME (see `lingtrace config --help-keys`)",
         )
-    cfg = apply_overrides(cfg, list(args.overrides) + _flag_overrides(args))
+    cfg = apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def _run_target(args) -> tuple[RunDir, Config]:
+    """`lingtrace run`: the run directory and config from CONFIG / --config / --preset (or --out's own run)."""
+    if args.config_file and args.config:
+        raise LingtraceError("`lingtrace run` got both CONFIG and --config", "give the YAML config once")
+    args.config = args.config or args.config_file
+    if args.config and args.preset:
+        raise LingtraceError("`lingtrace run` got both a config file and --preset", "start the YAML with `preset: NAME` instead")
+    name = Path(args.config).stem if args.config else args.preset
+    if args.out is None and name is None:
+        raise LingtraceError("`lingtrace run` needs a config", "give CONFIG (a YAML file), --preset NAME, or --out RUN of an existing run")
+    run = RunDir(args.out or Path("runs") / name)
+    return run, _resolve_config(args, run)
+
+
+def _refuse_other_run(run: RunDir, cfg: Config, overwrite: bool) -> None:
+    """Refuse to put a run into a directory that holds a run of another config, unless ``overwrite``."""
+    changed = run.config_difference(cfg)
+    if changed and not overwrite:
+        held = run.describe()
+        if held == describe_config(cfg.to_dict()):  # same task, model and languages: say what differs
+            held += f"; differs in {changed}"
+        raise LingtraceError(
+            f"{run.root} holds a run of another config ({held})",
+            f"choose another --out, or pass --overwrite to recompute {run.root} with this config",
+        )
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -144,8 +174,6 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _summary(run: RunDir) -> None:
-    from lingtrace.io import read_json
-
     if run.manifest_path.exists():
         m = read_json(run.manifest_path)
         for e in m["epochs"]:
@@ -156,6 +184,9 @@ def _summary(run: RunDir) -> None:
             per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()) if k != "all")
             print(f"majority-class baseline on dev: {base['all']:.4f}  ({per})")
         print(f"final model: epoch {m['final_epoch']}")
+        warning = majority_class_warning(m)
+        if warning:
+            print(f"WARNING: {warning}")
     if (run.report_dir / "index.html").exists():
         print(f"report: {run.report_dir / 'index.html'}")
     print(f"outputs in {run.root}")
@@ -186,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_config(args)
         if args.command == "demo":
             run = RunDir(args.out)
-            if not (args.config or args.preset) and not run.config_path.exists():
+            if not (args.config or args.preset):
                 args.preset = "emoji"
             cfg = _resolve_config(args, run)
+            _refuse_other_run(run, cfg, args.overwrite)
             _run(run, cfg, DEMO_STAGES, args.overwrite, dist)
         elif args.command == "experiment":
             from lingtrace.experiments import run_experiment
@@ -202,12 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                 path = run_report(base, base.load_config())["path"]
                 print(f"report updated: {path}")
         elif args.command == "run":
-            cfg = load_config(args.config_file, args.overrides)
-            run = RunDir(args.out or Path("runs") / Path(args.config_file).stem)
+            run, cfg = _run_target(args)
             stages = [s.strip() for s in args.stages.split(",") if s.strip()]
             unknown = [s for s in stages if s not in STAGES]
-            if unknown:
-                raise LingtraceError(f"unknown stage {unknown[0]!r}", f"choose from {', '.join(STAGES)}")
+            if unknown or not stages:
+                raise LingtraceError(f"unknown stage {unknown[0] if unknown else args.stages!r}", f"choose from {', '.join(STAGES)}")
             _run(run, cfg, stages, args.overwrite, dist)
         else:
             run = RunDir(args.run)

@@ -21,6 +21,8 @@ def stage_prepare(run: RunDir, cfg: Config, overwrite: bool) -> dict:
 
     frames, task = load_task(cfg.data)
     splits = prepare_splits(frames, cfg.data, task)
+    # the data was read and checked without writing anything: only now do the old outputs go
+    run.invalidate_after("prepare")
     for name, frame in splits.items():
         write_parquet(run.split_path(name), frame[S.EXAMPLE_COLUMNS])
     write_json(
@@ -42,8 +44,8 @@ def stage_train(run: RunDir, cfg: Config, overwrite: bool, dist: Dist = SINGLE) 
 def stage_select(run: RunDir, cfg: Config, overwrite: bool) -> dict:
     from lingtrace.selection import select
 
-    chosen = select(run, cfg)
-    return {"selected": chosen.groupby(S.LANG).size().to_dict()}
+    _, info = select(run, cfg)
+    return info
 
 
 def stage_influence(run: RunDir, cfg: Config, overwrite: bool, dist: Dist = SINGLE) -> dict:
@@ -76,14 +78,19 @@ assert list(STAGE_FUNCS) == list(STAGES)
 
 #: stages whose work is split across the processes of a torchrun job; the others run on rank 0
 DISTRIBUTED_STAGES = ("train", "influence")
+#: stages that check their input before writing anything and remove the completion markers of
+#: themselves and the later stages only then (bad input leaves the run directory as it was)
+SELF_INVALIDATING = ("prepare",)
 
 
 def run_stages(run: RunDir, cfg: Config, stages: list[str], overwrite: bool = False, dist: Dist = SINGLE) -> None:
     """Run ``stages`` in order; completed ones with the same config are skipped.
 
-    All conflicts are checked before anything is written, so a refused run changes nothing. Under
-    torchrun (``dist``), rank 0 checks and writes the run directory's bookkeeping, ``train`` and
-    ``influence`` run on every rank, the other stages on rank 0 while the others wait.
+    All conflicts are checked before anything is written, so a refused run changes nothing; so does
+    bad input found by ``prepare`` (it writes only once its input is read and checked), and
+    ``config.json`` is written once the first stage succeeds (or, when every stage is skipped, at the
+    end). Under torchrun (``dist``), rank 0 checks and writes the run directory's bookkeeping,
+    ``train`` and ``influence`` run on every rank, the other stages on rank 0 while the others wait.
     """
 
     def check() -> dict[str, bool]:
@@ -109,14 +116,16 @@ def run_stages(run: RunDir, cfg: Config, stages: list[str], overwrite: bool = Fa
         skip = decision["skip"]
     else:
         skip = check()
-    if dist.is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        run.save_config(cfg)
+
+    def save_config() -> None:
+        if dist.is_main and (not run.config_path.exists() or run.config_difference(cfg) is not None):
+            run.save_config(cfg)
+
     for stage in stages:
         if skip[stage]:
             log.info("%s: complete, skipped", stage)
             continue
-        if dist.is_main:
+        if dist.is_main and stage not in SELF_INVALIDATING:
             run.invalidate_after(stage)
         dist.barrier()
         log.info("%s: running", stage)
@@ -125,6 +134,8 @@ def run_stages(run: RunDir, cfg: Config, stages: list[str], overwrite: bool = Fa
         elif dist.is_main:
             info = STAGE_FUNCS[stage](run, cfg, overwrite)
         dist.barrier()
+        save_config()
         if dist.is_main:
             run.mark_complete(cfg, stage, info)
         log.info("%s: done", stage)
+    save_config()

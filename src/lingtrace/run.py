@@ -42,6 +42,37 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: a final model whose dev accuracy is at most the majority-class baseline plus this (absolute) did not learn
+MAJORITY_MARGIN = 0.01
+
+
+def majority_class_warning(manifest: dict[str, Any] | None) -> str | None:
+    """A plain warning when the final model is no better than always predicting the most frequent
+    label (dev accuracy <= ``dev_majority_baseline`` + ``MAJORITY_MARGIN``), else None."""
+    if not manifest or not manifest.get("epochs"):
+        return None
+    base = (manifest.get("dev_majority_baseline") or {}).get("all")
+    final = manifest.get("final_epoch") or manifest["epochs"][-1]["epoch"]
+    record = next((e for e in manifest["epochs"] if e["epoch"] == final), None)
+    if base is None or record is None or record.get("dev_accuracy") is None:
+        return None
+    acc = float(record["dev_accuracy"])
+    if acc > float(base) + MAJORITY_MARGIN:
+        return None
+    return (
+        f"the final model (epoch {final}) did not learn the task: its dev accuracy {acc:.3f} is no better than "
+        f"the majority-class baseline {float(base):.3f} (always predicting the most frequent label), so its "
+        "'correct' test predictions and their influence scores describe a constant predictor; train longer, "
+        "change train.lr or check the labels before reading the analyses"
+    )
+
+
+def describe_config(d: dict[str, Any]) -> str:
+    """A config (as a dict) in a few words: task, model, languages."""
+    data, model = d.get("data", {}), d.get("model", {})
+    return f"task {data.get('task')}, model {model.get('name')}, languages {', '.join(map(str, data.get('languages', [])))}"
+
+
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -106,6 +137,19 @@ class RunDir:
 
     def save_config(self, cfg: Config) -> None:
         write_json(self.config_path, cfg.to_dict())
+
+    def describe(self) -> str:
+        """What the run holds, in a few words (task, model, languages), from its config.json."""
+        return describe_config(read_json(self.config_path))
+
+    def config_difference(self, cfg: Config) -> str | None:
+        """None when the run's saved config.json is ``cfg`` (keys added since count as their
+        defaults), else the first differences; None too when the directory holds no run yet."""
+        if not self.config_path.exists():
+            return None
+        held = _with_defaults(read_json(self.config_path), Config().to_dict())
+        mine = cfg.to_dict()
+        return None if held == mine else _diff(held, mine)
 
     # stages ----------------------------------------------------------------
     def stage_config(self, cfg: Config, stage: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from lingtrace.data import schema as S
 from lingtrace.errors import LingtraceError
 from lingtrace.io import write_parquet
 from lingtrace.models.loading import load_checkpoint
-from lingtrace.run import RunDir
+from lingtrace.run import RunDir, majority_class_warning
 from lingtrace.training.trainer import accuracy_by_lang, predict, read_manifest, read_split
 from lingtrace.utils import resolve_device
 
@@ -48,8 +48,13 @@ def draw(pool: pd.DataFrame, probs: np.ndarray, per_lang: int, seed: int) -> pd.
     return out
 
 
-def select(run: RunDir, cfg: Config) -> pd.DataFrame:
+def select(run: RunDir, cfg: Config) -> tuple[pd.DataFrame, dict]:
+    """Predict the test pool with the final model, write ``selection/``; returns the selected rows and
+    the stage's record (test accuracy, and the warning when the model is no better than the majority class)."""
     epoch = final_checkpoint(run)
+    warning = majority_class_warning(read_manifest(run))
+    if warning:
+        log.warning(warning)
     test = read_split(run, "test")
     device = resolve_device(cfg.train.device)
     model, tokenizer = load_checkpoint(run.checkpoint_dir(epoch))
@@ -63,4 +68,11 @@ def select(run: RunDir, cfg: Config) -> pd.DataFrame:
     write_parquet(run.selection_path.parent / PREDICTIONS, preds)
     chosen = draw(test, probs, cfg.select.per_lang, cfg.select.seed)
     write_parquet(run.selection_path, chosen)
-    return chosen
+    info = {
+        "selected": chosen.groupby(S.LANG).size().to_dict(),
+        "final_epoch": epoch,
+        "test_accuracy": acc,
+        "test_accuracy_per_lang": per_lang,
+        "model_warning": warning,
+    }
+    return chosen, info

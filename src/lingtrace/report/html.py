@@ -35,6 +35,7 @@ h3 { font-size: 15px; margin: 16px 0 6px; }
 .reading { font-size: 16px; background: #eef5fc; border-left: 4px solid var(--accent); padding: 8px 12px; margin: 10px 0; }
 .na { background: #fff6e5; border-left: 4px solid #e6a23c; padding: 8px 12px; margin: 10px 0; }
 .note { color: var(--muted); font-size: 13px; margin: 4px 0; }
+.warning { background: #fdecea; border-left: 4px solid var(--neg); color: #7a1f16; padding: 8px 12px; margin: 10px 0; font-size: 16px; }
 figure { margin: 12px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { font-size: 13px; color: var(--muted); }
@@ -278,6 +279,11 @@ def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str, f
 </body>
 </html>
 """
+
+
+def warning_box(text: str) -> str:
+    """A visible warning (red box) for something that undermines the results, e.g. a model that did not learn."""
+    return f'<div class="warning" role="alert"><strong>Warning:</strong> {esc(text)}</div>'
 
 
 def section(

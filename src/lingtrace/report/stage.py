@@ -51,8 +51,9 @@ from lingtrace.report.html import (
     pvalue,
     section,
     table_html,
+    warning_box,
 )
-from lingtrace.run import RunDir
+from lingtrace.run import RunDir, majority_class_warning
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
         ("Analyses", f"top-k with k = {s.get('k')}" + (f" (capped at the {s.get('k_effective')} training examples)" if s.get("k_effective") != s.get("k") else "")),
     ]
     kv = "<dl class='kv'>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>"
-    parts = [kv]
+    warning = majority_class_warning(inp.manifest)
+    parts = ([warning_box(warning)] if warning else []) + [kv]
     if epochs:
         langs = language_order(cfg.data.languages, [lang for e in epochs for lang in e.get("dev_accuracy_per_lang", {})])
         acc = pd.DataFrame(
