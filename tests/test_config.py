@@ -11,7 +11,6 @@ from lingtrace.config import Config, apply_overrides, help_keys, load_config, pr
 from lingtrace.errors import LingtraceError
 from lingtrace.run import RunDir
 
-
 #: The paper's setting, Choenni et al. 2023, section 3 ("Experimental setup"): each task is fine-tuned
 #: and tested on five languages, with 2,000 training examples and 25 test examples per language,
 #: XLM-R base, up to 10 epochs with early stopping (patience 3), lr 2e-5 (XNLI, MARC) and 9e-6 (PAWS-X).

@@ -1,4 +1,4 @@
-"""Command line: ``lingtrace demo | run | prepare | train | select | influence | analyze | report | experiment | config``."""
+"""Command line: ``lingtrace demo | run | prepare | train | select | influence | analyze | report | import | experiment | config``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lingtrace import __version__
 from lingtrace.config import Config, apply_overrides, help_keys, load_config, preset, validate
 from lingtrace.errors import LingtraceError
 from lingtrace.io import read_json
-from lingtrace.run import STAGES, RunDir, describe_config, majority_class_warning
+from lingtrace.run import STAGES, RunDir, majority_class_warning
 
 log = logging.getLogger("lingtrace")
 
@@ -99,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "influence":
             _add_influence_options(p)
 
+    p = sub.add_parser(
+        "import",
+        help="a run directory from checkpoints trained elsewhere (save_pretrained folders or a transformers.Trainer output folder), ready for select, influence, analyze, report",
+    )
+    p.add_argument("run", metavar="RUN", help="the run directory to create")
+    p.add_argument(
+        "checkpoints", metavar="CHECKPOINT", nargs="+",
+        help="a transformers.Trainer output folder (its checkpoint-*/ subfolders, ordered by global step), or save_pretrained folders in training order",
+    )
+    p.add_argument("--data", metavar="PATH", help="the training, dev and test data the model was trained on: local files (a folder of train/dev/test files, or one file with a split column), columns mapped with data.columns")
+    p.add_argument("--data-from", metavar="RUN", help="instead of --data: the data/ of an existing run (and its data settings)")
+    p.add_argument("--final", metavar="N|FOLDER", help="the checkpoint to use as the final model: its number in training order or its folder (default: the last)")
+    p.add_argument("--tokenizer", metavar="DIR|NAME", help="the tokenizer, for checkpoints saved without one (default: the Trainer folder's or another checkpoint's)")
+    p.add_argument("--dev-accuracy", choices=["evaluate", "trainer-state"], default="evaluate", help="evaluate each checkpoint on the dev data (default), or take the eval_accuracy logged in trainer_state.json")
+    p.add_argument("--training-recipe", action="store_true", help="declare that the config's model.name and train.* are how the checkpoints were trained, so that the retraining experiments may run")
+    _add_common(p, run_arg=False)
+
     p = sub.add_parser("experiment", help="retraining experiments on a run complete through influence: k-selection, zero-shot, imbalance, all")
     p.add_argument("name", metavar="NAME", help="k-selection (faithfulness of the top-k, with a random control), zero-shot, imbalance, or all")
     p.add_argument("run", metavar="RUN", help="the base run directory (complete through influence); results go to RUN/experiments/NAME/")
@@ -149,19 +166,6 @@ def _run_target(args) -> tuple[RunDir, Config]:
     return run, _resolve_config(args, run)
 
 
-def _refuse_other_run(run: RunDir, cfg: Config, overwrite: bool) -> None:
-    """Refuse to put a run into a directory that holds a run of another config, unless ``overwrite``."""
-    changed = run.config_difference(cfg)
-    if changed and not overwrite:
-        held = run.describe()
-        if held == describe_config(cfg.to_dict()):  # same task, model and languages: say what differs
-            held += f"; differs in {changed}"
-        raise LingtraceError(
-            f"{run.root} holds a run of another config ({held})",
-            f"choose another --out, or pass --overwrite to recompute {run.root} with this config",
-        )
-
-
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
@@ -178,7 +182,9 @@ def _summary(run: RunDir) -> None:
         m = read_json(run.manifest_path)
         for e in m["epochs"]:
             per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(e["dev_accuracy_per_lang"].items()))
-            print(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}  dev accuracy {e['dev_accuracy']:.4f}  ({per})")
+            loss = "unknown" if e.get("train_loss") is None else f"{e['train_loss']:.4f}"
+            source = f"  from {e['source']}" if e.get("source") else ""
+            print(f"epoch {e['epoch']}: train loss {loss}  dev accuracy {e['dev_accuracy']:.4f}  ({per}){source}")
         base = m.get("dev_majority_baseline")
         if base:
             per = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()) if k != "all")
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.config or args.preset):
                 args.preset = "emoji"
             cfg = _resolve_config(args, run)
-            _refuse_other_run(run, cfg, args.overwrite)
+            run.refuse_other_config(cfg, args.overwrite, f"choose another --out, or pass --overwrite to recompute {run.root} with this config")
             _run(run, cfg, DEMO_STAGES, args.overwrite, dist)
         elif args.command == "experiment":
             from lingtrace.experiments import run_experiment
@@ -233,6 +239,17 @@ def main(argv: list[str] | None = None) -> int:
 
                 path = run_report(base, base.load_config())["path"]
                 print(f"report updated: {path}")
+        elif args.command == "import":
+            from lingtrace.importing import find_checkpoints, import_config, import_run
+
+            run = RunDir(args.run)
+            data_from = RunDir(args.data_from) if args.data_from else None
+            sources, trainer_dirs = find_checkpoints(args.checkpoints)
+            cfg = import_config(sources, args.config, args.preset, args.overrides, args.data, data_from, args.training_recipe)
+            import_run(
+                run, sources, trainer_dirs, cfg, data_from=data_from, final=args.final, tokenizer=args.tokenizer,
+                dev_accuracy=args.dev_accuracy, training_recipe=args.training_recipe, overwrite=args.overwrite,
+            )
         elif args.command == "run":
             run, cfg = _run_target(args)
             stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -244,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             run = RunDir(args.run)
             cfg = _resolve_config(args, run)
             _run(run, cfg, [args.command], args.overwrite, dist)
-        if args.command in ("demo", "run", "train") and rank == 0:
+        if args.command in ("demo", "run", "train", "import") and rank == 0:
             _summary(run)
         log.info("finished in %.1f s", time.time() - start)
         return 0

@@ -6,6 +6,7 @@ configuration it depends on, so a rerun with a changed config refuses to reuse s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -231,10 +232,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str) -> Config:
+def preset_dict(name: str) -> dict[str, Any]:
+    """The sections and keys preset ``name`` sets (a copy)."""
     if name not in PRESETS:
         raise LingtraceError(f"unknown preset {name!r}", f"choose one of {', '.join(sorted(PRESETS))}")
-    return Config.from_dict(PRESETS[name])
+    return copy.deepcopy(PRESETS[name])
+
+
+def preset(name: str) -> Config:
+    return Config.from_dict(preset_dict(name))
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -333,25 +339,26 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML/JSON config (optionally with ``preset: NAME`` as its base) and apply overrides."""
-    base: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise LingtraceError(f"config file {p} not found", "give the path of a YAML config")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise LingtraceError(f"config file {p} is not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise LingtraceError(f"config file {p} must hold a mapping at the top level")
-        name = raw.pop("preset", None)
-        if name is not None:
-            base = preset(name).to_dict()
-        base = _merge(base, raw)
-    cfg = Config.from_dict(base)
+    cfg = Config.from_dict(config_file_dict(path) if path is not None else {})
     cfg = apply_overrides(cfg, overrides or [])
     validate(cfg)
     return cfg
+
+
+def config_file_dict(path: str | Path) -> dict[str, Any]:
+    """The sections and keys a YAML/JSON config file sets (its ``preset: NAME`` merged in), as a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise LingtraceError(f"config file {p} not found", "give the path of a YAML config")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise LingtraceError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise LingtraceError(f"config file {p} must hold a mapping at the top level")
+    name = raw.pop("preset", None)
+    base = preset_dict(name) if name is not None else {}
+    return _merge(base, raw)
 
 
 def _merge(a: dict, b: dict) -> dict:

@@ -44,15 +44,18 @@ def _set_mode(path: Path, mode: int) -> None:
 
 
 def _set_modes(root: Path) -> None:
-    """``DIR_MODE`` on ``root`` and every folder below it, ``FILE_MODE`` on every file (links are skipped)."""
+    """``DIR_MODE`` on ``root`` and every folder below it, ``FILE_MODE`` on every file. Symbolic links
+    and files with several hard links (shared with a place outside the run, e.g. the checkpoints of
+    ``lingtrace import``) are left alone: changing their mode would change the other place's."""
     _set_mode(root, DIR_MODE)
     for folder, dirs, files in os.walk(root):
         for name in dirs:
             if not os.path.islink(os.path.join(folder, name)):
                 _set_mode(Path(folder, name), DIR_MODE)
         for name in files:
-            if not os.path.islink(os.path.join(folder, name)):
-                _set_mode(Path(folder, name), FILE_MODE)
+            path = Path(folder, name)
+            if not path.is_symlink() and path.stat().st_nlink == 1:
+                _set_mode(path, FILE_MODE)
 
 
 @contextlib.contextmanager

@@ -49,7 +49,19 @@ def stage_select(run: RunDir, cfg: Config, overwrite: bool) -> dict:
 
 
 def stage_influence(run: RunDir, cfg: Config, overwrite: bool, dist: Dist = SINGLE) -> dict:
+    import math
+
     from lingtrace.influence.stage import run_influence
+    from lingtrace.training.trainer import read_manifest
+
+    if cfg.influence.lr_weighted:
+        unknown = [e["epoch"] for e in (read_manifest(run) or {}).get("epochs", []) if not math.isfinite(float(e.get("lr_mean", math.nan)))]
+        if unknown:
+            raise LingtraceError(
+                f"influence.lr_weighted needs each checkpoint's learning rate, unknown for epoch(s) {', '.join(map(str, unknown))} "
+                "(imported without a trainer_state.json)",
+                "set influence.lr_weighted=false, or import a transformers.Trainer output folder",
+            )
 
     return run_influence(run, cfg, overwrite=overwrite, dist=dist) or {}
 

@@ -151,6 +151,16 @@ class RunDir:
         mine = cfg.to_dict()
         return None if held == mine else _diff(held, mine)
 
+    def refuse_other_config(self, cfg: Config, overwrite: bool, fix: str) -> None:
+        """Raise when the directory holds a run of a config other than ``cfg``, unless ``overwrite``;
+        the message names what it holds (task, model, languages, or the keys that differ)."""
+        changed = self.config_difference(cfg)
+        if changed and not overwrite:
+            held = self.describe()
+            if held == describe_config(cfg.to_dict()):  # same task, model and languages: say what differs
+                held += f"; differs in {changed}"
+            raise LingtraceError(f"{self.root} holds a run of another config ({held})", fix)
+
     # stages ----------------------------------------------------------------
     def stage_config(self, cfg: Config, stage: str) -> dict[str, Any]:
         d = cfg.to_dict()

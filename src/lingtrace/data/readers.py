@@ -500,7 +500,7 @@ def _labels_to_int(
 def read_local(
     path: str | Path,
     columns: dict[str, str] | None,
-    languages: list[str],
+    languages: list[str] | None,
     label_names: list[str] | None = None,
     task: TaskSpec | None = None,
     drop_invalid: bool = False,
@@ -511,7 +511,8 @@ def read_local(
     columns; unmapped names are looked up under their own name. Returns the frame and the task spec with
     its labels (and ``parallel`` set when the data has translation ids, for the ``local`` task). A row
     with an empty label or no text is an error naming the file (dropped with ``drop_invalid``), so an
-    empty cell never becomes a class.
+    empty cell never becomes a class. ``languages=None`` takes every language of the data (which then
+    needs a language column).
     """
     task = task or TASKS["local"]
     columns = dict(columns or {})
@@ -552,7 +553,7 @@ def read_local(
         lcol = columns.get(LANG, LANG)
         if lcol in found:
             out[LANG] = df[lcol].astype(str).str.strip()
-        elif len(languages) == 1:
+        elif languages is not None and len(languages) == 1:
             out[LANG] = languages[0]
         else:
             raise LingtraceError(
@@ -582,14 +583,15 @@ def read_local(
         out["_file"] = str(file)
         # only the rows of data.languages are used (and checked); the others are dropped later
         names = {key: columns.get(key, key) for key in (TEXT_A, TEXT_B)} | {"_label": columns.get(LABEL, LABEL)}
-        used = out[LANG].isin(languages)
+        used = out[LANG].isin(languages) if languages is not None else pd.Series(True, index=out.index)
         checked = drop_invalid_rows(out[used], "_label", [TEXT_A, TEXT_B], str(file), names, drop_invalid, True)
         out = pd.concat([checked, out[~used]]).sort_index()
         tables.append((out, has_tid))
     df = pd.concat([t for t, _ in tables], ignore_index=True)
-    _check_languages(
-        languages, df[LANG].unique(), task.name, f" in {root} (column {columns.get(LANG, LANG)!r})"
-    )
+    if languages is not None:
+        _check_languages(
+            languages, df[LANG].unique(), task.name, f" in {root} (column {columns.get(LANG, LANG)!r})"
+        )
     # translations can only be aligned through a translation id column
     parallel = all(h for _, h in tables) and (task.parallel or task.name == "local")
 

@@ -18,7 +18,6 @@ from lingtrace.run import RunDir
 log = logging.getLogger(__name__)
 
 
-
 def _module(name: str):
     from lingtrace.experiments import imbalance, kselect, zeroshot
 
@@ -28,10 +27,17 @@ def _module(name: str):
 def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwrite: bool = False, plan_only: bool = False) -> str:
     """Run experiment ``name`` (or ``all``) on the base run ``run``; returns a short text summary."""
     from lingtrace.experiments.common import experiment_dir, load_base, resolve_config
+    from lingtrace.importing import is_imported_without_recipe
 
     names = list(EXPERIMENTS) if name == ALL else [name]
     if name != ALL and name not in EXPERIMENTS:
         raise LingtraceError(f"unknown experiment {name!r}", f"choose one of {', '.join(EXPERIMENTS)} or all")
+    if not plan_only and is_imported_without_recipe(run):
+        # every experiment retrains the model: that needs to know how the checkpoints were trained
+        raise LingtraceError(
+            f"{run.root} was imported from checkpoints trained elsewhere and has no training recipe, and `lingtrace experiment {name}` retrains the model",
+            "import again with --training-recipe and the model.name and train.* settings the checkpoints were trained with (see README: Analyse a model you already trained)",
+        )
     base = load_base(run)
     lines = []
     for n in names:

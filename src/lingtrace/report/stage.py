@@ -180,8 +180,7 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
         ("Languages", ", ".join(cfg.data.languages)),
         ("Model", model),
         ("Training examples", f"{s.get('n_train')} ({train_counts})"),
-        ("Fine-tuning", f"{len(epochs)} epoch(s) of at most {cfg.train.epochs}, lr {cfg.train.lr:g}, batch size {cfg.train.batch_size}; "
-         f"final model: epoch {m.get('final_epoch')}{' (stopped early)' if m.get('stopped_early') else ''}"),
+        ("Fine-tuning", _fine_tuning(cfg, m)),
         ("Influence", f"TracIn, {meta.get('mode', s.get('influence', {}).get('mode', 'cosine'))} per checkpoint, summed over checkpoints "
          f"{', '.join(map(str, s.get('epochs', [])))}; parameters: {meta.get('params') or 'all trainable'}"
          f"{'; random projection ' + str(meta.get('projection')) if meta.get('projection') else ''}"),
@@ -218,6 +217,20 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
         + table_html(sel_tab, text_columns=("test language",))
     )
     return section("summary", "Run summary", None, None, "\n".join(parts))
+
+
+def _fine_tuning(cfg: Config, m: dict[str, Any]) -> str:
+    """How the checkpoints came about: lingtrace's own training, or imported from elsewhere."""
+    epochs, imported = m.get("epochs", []), m.get("imported")
+    if not imported:
+        return (f"{len(epochs)} epoch(s) of at most {cfg.train.epochs}, lr {cfg.train.lr:g}, batch size {cfg.train.batch_size}; "
+                f"final model: epoch {m.get('final_epoch')}{' (stopped early)' if m.get('stopped_early') else ''}")
+    trainer = ", ".join(imported.get("trainer_output") or []) or ", ".join(imported.get("sources", []))
+    final = imported.get("final", {})
+    return (f"imported: {len(epochs)} checkpoint(s) trained elsewhere ({trainer}; ordered by {imported.get('order')}); "
+            f"final model: epoch {m.get('final_epoch')} ({Path(final.get('source', '')).name}, {final.get('chosen')}); "
+            f"dev accuracy {imported.get('taken', {}).get('dev_accuracy')}; learning rates from {imported.get('taken', {}).get('steps_and_learning_rates')}; "
+            f"training recipe: {'declared in the config' if imported.get('training_recipe') else 'unknown (the retraining experiments are not available)'}")
 
 
 def _not_applicable(inp: ReportInputs, spec) -> str | None:
