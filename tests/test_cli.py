@@ -235,7 +235,7 @@ def test_constant_model_is_flagged_and_every_file_has_one_mode(tmp_path, tiny_mo
     table.to_csv(data, index=False)
     out = tmp_path / "run"
     argv = [
-        "run", "--config", str(_write_config(tmp_path, data, tiny_model_dir)), "--out", str(out), "-q",
+        "run", "--config", str(write_toy_config(tmp_path, data, tiny_model_dir)), "--out", str(out), "-q",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -261,8 +261,9 @@ def _umask() -> int:
     return mask
 
 
-def _write_config(tmp_path: Path, data: Path, model_dir) -> Path:
-    cfg = tmp_path / "constant.yaml"
+def write_toy_config(directory: Path, data: Path, model_dir) -> Path:
+    """A small config of the toy task on local ``data`` with the tiny model (``directory/toy-run.yaml``)."""
+    cfg = directory / "toy-run.yaml"
     cfg.write_text(
         f"""
 data: {{task: local, source: local, path: {data}, languages: [de, fr, ru], train_per_lang: 10, dev_per_lang: 6, test_per_lang: 8}}

@@ -151,7 +151,7 @@ def test_trainer_output_becomes_a_run(trained, tmp_path, capsys):
     assert snapshot(run_dir) == before
 
 
-def test_save_pretrained_folders_in_order_and_other_data_sources(trained, tmp_path, capsys):
+def test_save_pretrained_folders_in_order_and_other_data_sources(trained, tmp_path, capsys, tiny_model_dir):
     """Folders without trainer_state.json are taken in the order given; their learning rates are
     unknown; a missing tokenizer comes from --tokenizer; the data may come from another run."""
     out, data = trained
@@ -181,6 +181,15 @@ def test_save_pretrained_folders_in_order_and_other_data_sources(trained, tmp_pa
     manifest = read_json(RunDir(second).manifest_path)
     assert all(e["dev_accuracy_source"].startswith("trainer_state.json") for e in manifest["epochs"])
     assert pd.read_parquet(RunDir(second).split_path("train")).equals(pd.read_parquet(RunDir(first).split_path("train")))
+
+    # with a declared training recipe the retraining experiments are allowed (this run lacks influence)
+    recipe = tmp_path / "recipe"
+    assert _import(recipe, str(out), "--data", str(data), "--training-recipe", "--set", f"model.name={tiny_model_dir}") == 0
+    assert read_json(RunDir(recipe).manifest_path)["imported"]["training_recipe"] is True
+    capsys.readouterr()
+    assert main(["experiment", "zero-shot", str(recipe), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "not complete through influence" in err and "training recipe" not in err
 
 
 def test_bad_imports_are_one_line_errors(trained, tmp_path, capsys):
