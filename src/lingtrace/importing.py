@@ -247,13 +247,21 @@ def _fit_to_data(cfg: Config, given: set[str], source: Source) -> Config:
         part = frames[frames[S.SPLIT] == split]
         ids = [set(part.loc[part[S.LANG] == lang, S.TRANSLATION_ID]) for lang in languages]
         n = len(set.intersection(*ids)) if spec.parallel else min(len(i) for i in ids)
+        if n == 0:
+            short = languages[int(np.argmin([len(i) for i in ids]))]
+            raise LingtraceError(
+                f"the {split} split of the data in {d.path} has no example "
+                + (f"whose translation id is in every language of {', '.join(languages)}" if spec.parallel else f"of {short}"),
+                "give every language train, dev and test examples, or list fewer in data.languages",
+            )
         if f"data.{key}" not in given:
             changes.append(f"data.{key}={n}")
             kept = n * len(languages)
             if kept < len(part):
                 log.warning(
-                    "%s: the %s sample keeps %d of the %d rows (%d per language%s); influence is computed for those",
+                    "%s: the %s sample keeps %d of the %d rows (%d per language%s)%s",
                     d.path, split, kept, len(part), n, ", translation ids present in every language" if spec.parallel else "",
+                    "; influence is computed for those training examples only" if split == "train" else "",
                 )
     return apply_overrides(cfg, changes)
 
