@@ -412,6 +412,18 @@ def test_a_pickled_trainer_state_is_never_loaded(tiny_run, tmp_path, monkeypatch
     assert not target.exists() and not legacy.exists()
 
 
+def test_a_checkpoint_with_pickled_weights_is_refused(tiny_model_dir, tmp_path):
+    target = tmp_path / "pwned"
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch-1"
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, checkpoint / name)
+    (checkpoint / "pytorch_model.bin").write_bytes(pickle.dumps(_Exploit(target)))
+    with pytest.raises(LingtraceError, match="cannot load model"):
+        load_checkpoint(checkpoint)
+    assert not target.exists()
+
+
 def test_a_complete_run_never_reads_its_trainer_state(tiny_run, tmp_path):
     run, cfg = tiny_run
     trainer.train(run, cfg)

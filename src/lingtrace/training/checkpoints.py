@@ -103,9 +103,12 @@ def save_checkpoint(model, tokenizer, directory: Path, previous: Path | None = N
     ``previous``: the previous epoch's checkpoint directory, whose identical files are hard-linked.
     Returns what was stored: ``{"layout": "single" | "sharded", "frozen": "written" | "linked" | "copied" | None}``.
     """
+    from lingtrace.models.loading import quiet_transformers
+
     directory = Path(directory)
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+    with quiet_transformers():  # no "Writing model shards" bar of its own
+        model.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
     single = directory / SINGLE_FILE
     if (directory / INDEX_FILE).exists() or not single.exists():  # save_pretrained sharded it itself (huge model)
         return {"layout": "save_pretrained", "frozen": None}
@@ -217,3 +220,62 @@ def save_second_moments(optimizer: torch.optim.Optimizer, model, directory: Path
     """Write ``directory/optimizer_second_moments.safetensors`` (see ``second_moments``)."""
     tensors, metadata = second_moments(optimizer, model)
     save_safetensors(tensors, Path(directory) / SECOND_MOMENTS, metadata)
+
+
+# ---------------------------------------------------------------- pruning (retraining sub-runs)
+
+#: the manifest key recording that a run's checkpoints were deleted
+PRUNED = "pruned"
+
+
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of the files under ``paths``, each hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root in paths:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                st = path.stat()
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
+
+
+def pruned_record(run) -> dict[str, Any] | None:
+    """The manifest's record of pruned checkpoints (``None`` when the checkpoints are there)."""
+    from lingtrace.io import read_json
+
+    if not run.manifest_path.exists():
+        return None
+    return read_json(run.manifest_path).get(PRUNED)
+
+
+def prune_checkpoints(run, by: str, kept: list[str]) -> dict[str, Any]:
+    """Delete every checkpoint directory (and any trainer state) of a complete ``run``, keeping its manifest,
+    which records what was removed, why (``by``) and what the run still holds (``kept``)."""
+    from lingtrace.io import read_json, write_json
+    from lingtrace.training.state import LEGACY_STATE_FILE, STATE_FILE
+
+    manifest = read_json(run.manifest_path)
+    if not manifest.get("complete"):
+        raise LingtraceError(f"cannot prune the checkpoints of {run.root}: its training is not complete")
+    targets = [p for p in sorted(run.checkpoints_dir.glob("epoch-*")) if p.is_dir()]
+    targets += [run.checkpoints_dir / n for n in (STATE_FILE, LEGACY_STATE_FILE) if (run.checkpoints_dir / n).exists()]
+    earlier = manifest.get(PRUNED) or {}  # an interrupted pruning is completed, its files already counted
+    new = [p for p in targets if p.name not in earlier.get("removed", [])]
+    record = {
+        "by": by,
+        "removed": sorted({*earlier.get("removed", []), *(p.name for p in targets)}),
+        "bytes_freed": earlier.get("bytes_freed", 0) + disk_bytes(new),
+        "kept": kept,
+        "retrain": "`lingtrace train RUN --overwrite` (the experiment retrains by itself when it needs the weights)",
+    }
+    manifest[PRUNED] = record  # recorded first: an interrupted deletion still reads as pruned
+    write_json(run.manifest_path, manifest)
+    for p in targets:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return record

@@ -32,7 +32,7 @@ from lingtrace.errors import LingtraceError
 from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.models.loading import encode, load_checkpoint, load_model_and_tokenizer
 from lingtrace.run import RunDir, fingerprint
-from lingtrace.training.checkpoints import save_checkpoint, save_second_moments
+from lingtrace.training.checkpoints import PRUNED, save_checkpoint, save_second_moments
 from lingtrace.training.state import (
     LEGACY_STATE_FILE,
     STATE_FILE,
@@ -149,6 +149,9 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
         raise LingtraceError(f"train.batch_size={tcfg.batch_size} is smaller than the {dist.world} processes", "raise train.batch_size")
 
     manifest = read_manifest(run)
+    if manifest is not None and manifest.get(PRUNED) and manifest.get("fingerprint") == fp:
+        log.info("the checkpoints of %s were pruned (%s): retraining", run.root, manifest[PRUNED].get("by"))
+        manifest = None
     if manifest is not None and (overwrite or manifest.get("fingerprint") != fp):
         if not overwrite:
             raise LingtraceError(
