@@ -318,7 +318,7 @@ def test_trainer_state_round_trip_is_exact(tmp_path):
     fresh = _small_model(seed=1)
     fresh.load_state_dict(model.state_dict())
     new_optimizer, new_scheduler = _optimizer_and_scheduler(fresh)
-    restored = state.load_trainer_state(path, optimizer=new_optimizer, scheduler=new_scheduler, model=fresh, device=torch.device("cpu"))
+    restored = state.load_trainer_state(path, optimizer=new_optimizer, scheduler=new_scheduler, model=fresh)
     assert restored == {"epoch": 2, "best": 0.75, "bad_epochs": 1}
     assert (random.random(), np.random.rand()) == draws[:2] and torch.equal(torch.rand(3), draws[2])
     a, b = optimizer.state_dict(), new_optimizer.state_dict()

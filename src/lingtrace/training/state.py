@@ -160,7 +160,7 @@ def save_trainer_state(
 
 
 def load_trainer_state(
-    path: Path, *, optimizer: torch.optim.Optimizer, scheduler, model, device: torch.device, rank: int = 0, world: int = 1
+    path: Path, *, optimizer: torch.optim.Optimizer, scheduler, model, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
     """Restore ``optimizer``, ``scheduler`` and this process's random generators (rank ``rank`` of ``world``)
     from ``path``; returns ``epoch``, ``best`` and ``bad_epochs``.
@@ -191,13 +191,13 @@ def load_trainer_state(
             doc = json.loads(metadata.get("state", ""))
         except json.JSONDecodeError as e:
             raise _Invalid(f"its state is not valid JSON ({e.msg})") from e
-        out = _restore(doc, tensors, optimizer, scheduler, model, device, rank, world)
+        out = _restore(doc, tensors, optimizer, scheduler, model, rank, world)
     except _Invalid as e:
         raise LingtraceError(f"cannot resume: {path} is damaged or was altered ({e})", fix) from e
     return out
 
 
-def _restore(doc: Any, tensors: dict[str, torch.Tensor], optimizer, scheduler, model, device, rank: int, world: int) -> dict[str, Any]:
+def _restore(doc: Any, tensors: dict[str, torch.Tensor], optimizer, scheduler, model, rank: int, world: int) -> dict[str, Any]:
     _expect(doc, dict, "state")
     _check_keys(doc, {"epoch", "best", "bad_epochs", "optimizer", "scheduler", "rng", "rng_ranks"}, "its state")
     if not isinstance(doc["epoch"], int) or not isinstance(doc["bad_epochs"], int) or not isinstance(doc["best"], int | float):
@@ -215,8 +215,7 @@ def _restore(doc: Any, tensors: dict[str, torch.Tensor], optimizer, scheduler, m
     used |= {k for k in tensors if k.startswith(("rng/", "rng_ranks/"))}
     if set(tensors) != used:
         raise _Invalid(f"unexpected tensors {sorted(set(tensors) - used)[:3]}")
-    optimizer_sd["state"] = {k: {n: t.to(device) for n, t in v.items()} for k, v in optimizer_sd["state"].items()}
-    try:
+    try:  # load_state_dict moves the moments to each parameter's device (and keeps ``step`` where AdamW wants it)
         optimizer.load_state_dict(optimizer_sd)
         scheduler.load_state_dict(scheduler_sd)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:

@@ -203,9 +203,7 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
 
     state_path = run.checkpoints_dir / TRAINER_STATE
     if done:
-        state = load_trainer_state(
-            state_path, optimizer=optimizer, scheduler=scheduler, model=model, device=device, rank=dist.rank, world=dist.world
-        )
+        state = load_trainer_state(state_path, optimizer=optimizer, scheduler=scheduler, model=model, rank=dist.rank, world=dist.world)
         if state["epoch"] != done[-1]["epoch"]:
             raise LingtraceError("cannot resume: trainer state does not match the last checkpoint", "pass --overwrite to retrain")
         best, bad = state["best"], state["bad_epochs"]
