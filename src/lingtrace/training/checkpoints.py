@@ -46,8 +46,6 @@ FROZEN_SHARD = "model-frozen.safetensors"
 SECOND_MOMENTS = "optimizer_second_moments.safetensors"
 #: ``format`` of the second-moment file's metadata (the contract with the adam-cosine influence method)
 SECOND_MOMENTS_FORMAT = "adamw-exp_avg_sq-v1"
-#: files of a checkpoint directory that hold model weights
-WEIGHT_FILES = (SINGLE_FILE, INDEX_FILE, TRAINED_SHARD, FROZEN_SHARD, SECOND_MOMENTS)
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
