@@ -70,6 +70,12 @@ def test_two_process_training_equals_one_process(no_dropout_run, tmp_path):
         wb = load_file(str(other.checkpoints_dir / eb["path"] / "model.safetensors"))
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+        # rank 0 wrote AdamW's second moments: the same as one process's
+        ma = load_file(str(run.checkpoints_dir / ea["path"] / "optimizer_second_moments.safetensors"))
+        mb = load_file(str(other.checkpoints_dir / eb["path"] / "optimizer_second_moments.safetensors"))
+        assert ma.keys() == mb.keys() and ma
+        for k in ma:
+            torch.testing.assert_close(ma[k], mb[k], rtol=1e-3, atol=1e-12)
 
 
 def test_two_process_influence_equals_one_process(no_dropout_run, tmp_path):

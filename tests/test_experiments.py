@@ -220,7 +220,8 @@ def run(base_run, tmp_path):
 
 
 def _mtimes(path):
-    return {p: p.stat().st_mtime_ns for p in path.rglob("*.safetensors")}
+    """Modification times of the sub-runs' outputs (config.json is rewritten, unchanged, by every pipeline call)."""
+    return {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file() and p.name != "config.json"}
 
 
 def _sorted(frame):
@@ -231,9 +232,40 @@ def _base_files(run):
     return {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file() and "experiments" not in p.relative_to(run.root).parts}
 
 
+def _check_before_pruning(monkeypatch, check):
+    """Run ``check(sub RunDir)`` on each sub-run just before its checkpoints are pruned."""
+    from lingtrace.training import checkpoints
+
+    real = checkpoints.prune_checkpoints
+
+    def checking(sub, by, kept):
+        check(sub)
+        return real(sub, by, kept)
+
+    monkeypatch.setattr(checkpoints, "prune_checkpoints", checking)
+
+
+def _check_pruned(sub, experiment, influence):
+    """The sub-run's checkpoints are gone, recorded in its manifest and experiment.json; its results remain."""
+    assert not list(sub.checkpoints_dir.glob("epoch-*")) and not (sub.checkpoints_dir / "trainer_state.safetensors").exists()
+    manifest = read_json(sub.manifest_path)
+    assert manifest["complete"] and manifest["pruned"]["by"] == f"experiment {experiment}"
+    assert manifest["pruned"]["removed"] == [e["path"] for e in manifest["epochs"]]
+    record = read_json(sub.root / "experiment.json")["checkpoints"]
+    assert record["pruned"] and record["bytes_freed"] > 0 and record["removed"] == manifest["pruned"]["removed"]
+    assert ("influence/ (when the experiment scores the sub-run)" in record["kept"]) == influence
+    for path in (sub.selection_path, sub.selection_path.parent / "predictions.parquet", sub.split_path("train")):
+        assert path.exists()
+    assert sub.is_complete("influence") == influence
+
+
 def test_k_selection_end_to_end(run, capsys, monkeypatch):
     before = _base_files(run)
+    checked = []
+    _check_before_pruning(monkeypatch, lambda sub: checked.append(_check_p_label(sub.root)))
     assert main(["experiment", "k-selection", str(run.root), "-q"]) == 0
+    monkeypatch.undo()
+    assert len(checked) == 12  # p_label is the gold-label probability of every retrained final model
     assert _base_files(run) == before  # the base run is only read
     exp = run.root / "experiments" / "k-selection"
     base_train = pd.read_parquet(run.split_path("train"))
@@ -286,8 +318,8 @@ def test_k_selection_end_to_end(run, capsys, monkeypatch):
     # the base predictions agree with the base run's own selection (same model, same examples)
     sel_base = selected.set_index("uid")
     np.testing.assert_allclose(base_preds.loc[sel_base.index.intersection(base_preds.index), "p_label"], sel_base.loc[sel_base.index.intersection(base_preds.index), "confidence"], atol=1e-5)
-    # p_label is the gold-label probability of the retrained final model
-    _check_p_label(exp / "runs" / changes["sub_run"].iloc[0])
+    for name in plan["sub_run"]:
+        _check_pruned(RunDir(exp / "runs" / name), "k-selection", influence=False)
 
     faith = pd.read_parquet(exp / "faithfulness.parquet")
     for row in faith.itertuples():
@@ -360,10 +392,10 @@ def _check_p_label(sub_root):
     sel = pd.read_parquet(sub.selection_path)
     model = AutoModelForSequenceClassification.from_pretrained(sub.checkpoint_dir(final)).eval()
     tok = AutoTokenizer.from_pretrained(sub.checkpoint_dir(final))
-    row = sel.iloc[0]
-    with torch.no_grad():
-        probs = torch.softmax(model(**tok([row["text_a"]], return_tensors="pt")).logits, -1)[0]
-    assert float(probs[int(row["label"])]) == pytest.approx(row["p_label"], abs=1e-4)
+    for row in sel.itertuples():
+        with torch.no_grad():
+            probs = torch.softmax(model(**tok([row.text_a], return_tensors="pt")).logits, -1)[0]
+        assert float(probs[int(row.label)]) == pytest.approx(row.p_label, abs=1e-4)
 
 
 def _check_section(exp, cost_text):
@@ -439,6 +471,7 @@ def test_zero_shot_end_to_end(run):
     summary = read_json(exp / "summary.json")
     assert summary["accuracy_zero_shot_on_language"]["fr"] == pytest.approx(got)
     _check_section(exp, "1 retraining(s)")
+    _check_pruned(sub, "zero-shot", influence=True)  # pruned after its influence scores were computed
 
 
 def test_imbalance_end_to_end(run):
@@ -469,6 +502,8 @@ def test_imbalance_end_to_end(run):
     _check_shares(share, 0.0, base_scores, base_train, base_sel, k)
     summary = read_json(exp / "summary.json")
     assert set(summary["in_language_share"]["de"]["positive"]) == {"0", "50", "100"}
+    for pct in (50, 100):
+        _check_pruned(RunDir(exp / "runs" / f"extra-de-p{pct}"), "imbalance", influence=True)
     _check_section(exp, "2 retraining(s)")
 
 
@@ -534,3 +569,46 @@ def test_ctrl_c_keeps_completed_retrainings_and_rerun_resumes(run, monkeypatch, 
     assert _mtimes(first.root) == stamps and (exp / "summary.json").exists()
     assert "--plan" not in argv and main([*argv, "--plan"]) == 0
     assert "3 retraining(s)" in capsys.readouterr().out
+
+
+def test_pruned_sub_run_retrains_when_its_weights_are_needed(run, monkeypatch, capsys):
+    from lingtrace.experiments import common
+    from lingtrace.models.loading import load_checkpoint
+
+    overrides = ["experiment.k_grouping=all", "experiment.ks=[2]", "experiment.k_directions=[positive]"]
+    argv = ["experiment", "k-selection", str(run.root), "-q"] + [x for o in overrides for x in ("--set", o)]
+    assert main(argv) == 0
+    exp = run.root / "experiments" / "k-selection"
+    (name,) = pd.read_parquet(exp / "plan.parquet")["sub_run"]
+    sub = RunDir(exp / "runs" / name)
+    _check_pruned(sub, "k-selection", influence=False)
+    before = pd.read_parquet(sub.selection_path)
+    # a stage command that needs the weights says why they are missing, in one line, and changes nothing
+    contents = {p: p.read_bytes() for p in sub.root.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["influence", str(sub.root), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lingtrace: error:") and err.count("\n") == 1 and "epoch-" in err and "lingtrace train" in err
+    assert {p: p.read_bytes() for p in sub.root.rglob("*") if p.is_file()} == contents
+    final = read_json(sub.manifest_path)["final_epoch"]
+    with pytest.raises(LingtraceError, match="deleted after experiment k-selection"):
+        load_checkpoint(sub.checkpoint_dir(final))
+
+    # evaluating other test examples needs the weights: the sub-run is retrained (kept this time: the opt-out)
+    cfg = common.resolve_config(run, "k-selection", overrides)
+    base = common.load_base(run)
+    (spec,) = kselect.build(base, cfg)[1]
+    spec.eval_frame = base.test_pool
+    monkeypatch.setattr(common, "keep_checkpoints", lambda cfg: True)
+    took = common.execute(sub, spec)
+    assert "train_seconds" in took and "evaluate_seconds" in took
+    assert (sub.checkpoint_dir(final) / "config.json").exists() and "pruned" not in read_json(sub.manifest_path)
+    assert "checkpoints" not in read_json(sub.root / "experiment.json")
+    after = pd.read_parquet(sub.selection_path)
+    np.testing.assert_allclose(after["p_label"], before["p_label"], atol=1e-6)  # seeded: the same model again
+    assert len(pd.read_parquet(sub.selection_path.parent / "predictions.parquet")) == len(base.test_pool)
+    _check_p_label(sub.root)
+    # with the default, a complete sub-run is pruned without retraining
+    monkeypatch.undo()
+    assert common.execute(sub, spec) == {}
+    _check_pruned(sub, "k-selection", influence=False)

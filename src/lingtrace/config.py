@@ -151,6 +151,11 @@ class ExperimentConfig:
         help="imbalance: extra training data of the language, in % of data.train_per_lang (paper: 25, 50, 75, 100)",
         factory=lambda: [25.0, 50.0, 75.0, 100.0],
     )
+    keep_checkpoints: bool = _f(
+        False, "keep every retraining sub-run's epoch checkpoints (default: delete them once the sub-run's stages are "
+        "complete; the experiments read only the sub-run's predictions and scores, and a deleted checkpoint is retrained "
+        "when it is needed again)"
+    )
 
 
 @dataclass

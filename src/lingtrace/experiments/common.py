@@ -14,6 +14,12 @@
   markers, so a completed sub-run is skipped and an interrupted one resumes. Its ``select`` stage is
   replaced by an evaluation: the base run's selected test examples (never a new draw) with the sub-run's
   predictions.
+* once a sub-run's stages are complete its **checkpoints are pruned** (``experiment.keep_checkpoints``
+  false, the default): every ``checkpoints/epoch-K/`` is deleted, since the experiments read only the
+  predictions, the selection and (zero-shot, imbalance) the scores. The manifest (key ``pruned``) and
+  ``experiment.json`` (key ``checkpoints``) record it. A later step that needs the weights (other test
+  examples to evaluate, scores not yet computed) retrains the sub-run first: training is seeded, so it
+  gives the same model.
 """
 
 from __future__ import annotations
@@ -331,22 +337,51 @@ def predict_frame(run: RunDir, cfg: Config, frame: pd.DataFrame) -> pd.DataFrame
     return out
 
 
+def keep_checkpoints(cfg: Config) -> bool:
+    """``experiment.keep_checkpoints``: keep the sub-runs' checkpoints instead of pruning them (default false)."""
+    return bool(cfg.experiment.keep_checkpoints)
+
+
+#: what a pruned sub-run still holds
+KEPT_AFTER_PRUNING = [
+    "config.json",
+    "data/",
+    "checkpoints/manifest.json",
+    "selection/test.parquet",
+    "selection/predictions.parquet",
+    "influence/ (when the experiment scores the sub-run)",
+    "stages/",
+    SUBRUN_RECORD,
+]
+
+
 def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
-    """Train the sub-run, evaluate it on the base selection, and compute its influence scores if asked.
+    """Train the sub-run, evaluate it on the base selection, compute its influence scores if asked, and
+    prune its checkpoints unless ``experiment.keep_checkpoints``.
 
     Each step is skipped when complete (stage markers); returns the seconds of the steps run now.
     """
     from lingtrace.pipeline import run_stages
+    from lingtrace.training.checkpoints import prune_checkpoints, pruned_record
 
     cfg = spec.cfg
     timings: dict[str, float] = {}
+    eval_id = spec.eval_identity()
+    stale_eval = sub.is_complete("select") and read_json(sub.stage_marker("select")).get("info", {}).get("eval_id") != eval_id
+    needs_weights = stale_eval or not sub.is_complete("select") or (spec.influence and not sub.is_complete("influence"))
+    if needs_weights and pruned_record(sub) is not None:
+        log.info("%s: its checkpoints were pruned and are needed again: retraining", spec.name)
+        shutil.rmtree(sub.checkpoints_dir)
+        sub.invalidate_after("train")
+        shutil.rmtree(sub.influence_dir, ignore_errors=True)
+        _update_record(sub, checkpoints=None)
+        stale_eval = False
     was_trained = sub.is_complete("train")
     t0 = time.perf_counter()
     run_stages(sub, cfg, ["train"])  # skipped when complete; resumes an interrupted training
     if not was_trained:
         timings["train_seconds"] = time.perf_counter() - t0
-    eval_id = spec.eval_identity()
-    if sub.is_complete("select") and read_json(sub.stage_marker("select")).get("info", {}).get("eval_id") != eval_id:
+    if stale_eval:
         # other test examples: evaluate (and score) again, keep the training
         sub.invalidate_after("select")
         shutil.rmtree(sub.influence_dir, ignore_errors=True)
@@ -370,11 +405,25 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
         if not was_scored:
             timings["influence_seconds"] = time.perf_counter() - t0
     if timings:
-        path = sub.root / SUBRUN_RECORD
-        record = read_json(path)
-        record["timings"] = {**record.get("timings", {}), **{k: round(v, 2) for k, v in timings.items()}}
-        write_json(path, record)
+        old = read_json(sub.root / SUBRUN_RECORD).get("timings", {})
+        _update_record(sub, timings={**old, **{k: round(v, 2) for k, v in timings.items()}})
+    if not keep_checkpoints(cfg) and (pruned_record(sub) is None or any(sub.checkpoints_dir.glob("epoch-*"))):
+        kept = [k for k in KEPT_AFTER_PRUNING if spec.influence or not k.startswith("influence/")]
+        pruned = prune_checkpoints(sub, by=f"experiment {sub.root.parent.parent.name}", kept=kept)
+        _update_record(sub, checkpoints={"pruned": True, **{k: pruned[k] for k in ("removed", "bytes_freed", "kept")}})
     return timings
+
+
+def _update_record(sub: RunDir, **changes: Any) -> None:
+    """Set (or, given ``None``, remove) keys of the sub-run's ``experiment.json``."""
+    path = sub.root / SUBRUN_RECORD
+    record = read_json(path)
+    for key, value in changes.items():
+        if value is None:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    write_json(path, record)
 
 
 def run_all(specs: list[SubRunSpec], base: Base, exp_dir: Path, overwrite: bool, desc: str) -> dict[str, RunDir]:

@@ -56,8 +56,8 @@ def resolve_model_path(mcfg: ModelConfig) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the expected 'newly initialised classifier' notices and progress bars while loading."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence the expected "newly initialised classifier" notices and transformers' own progress bars (loading, saving)."""
     from transformers.utils import logging as hf_logging
 
     old = hf_logging.get_verbosity()
@@ -131,18 +131,18 @@ def _hub_precheck(name: str) -> None:
         )
 
 
-def _load(source: str, local: bool, **model_kwargs):
+def _load(source: str, local: bool, fix: str = _LOCAL_FIX, **model_kwargs):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if local:
         d = Path(source)
         if not (d / "config.json").is_file():
-            raise LingtraceError(f"cannot load model from {d}: no config.json", _LOCAL_FIX)
+            raise LingtraceError(f"cannot load model from {d}: no config.json", fix)
     else:
         _hub_precheck(source)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, dtype=torch.float32, **model_kwargs
@@ -151,7 +151,7 @@ def _load(source: str, local: bool, **model_kwargs):
         raise
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds; all mean "cannot load"
         if local:
-            raise LingtraceError(f"cannot load model from {source}: {_reason(e)}", _LOCAL_FIX) from e
+            raise LingtraceError(f"cannot load model from {source}: {_reason(e)}", fix) from e
         if _is_offline_error(e):
             raise LingtraceError(
                 f"cannot download {source!r}: the Hugging Face hub is unreachable (and no local directory has that name)",
@@ -190,12 +190,29 @@ def load_model_and_tokenizer(mcfg: ModelConfig, num_labels: int, label_names: li
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """(model, tokenizer) from a checkpoint directory written by ``save_pretrained`` (truncated layers and
-    label names are in its config.json)."""
+    """(model, tokenizer) from a checkpoint directory written by ``save_pretrained`` or lingtrace's trainer
+    (truncated layers and label names are in its config.json). Weights are read from safetensors only: a
+    pickled ``pytorch_model.bin`` in a run directory is never loaded."""
     d = Path(path)
+    pruned = _pruned_by(d)
+    if pruned and not d.is_dir():
+        raise LingtraceError(
+            f"checkpoint {d} was deleted after {pruned} to save disk (the run keeps its manifest, predictions and scores)",
+            f"retrain it with `lingtrace train {d.parent.parent} --overwrite`",
+        )
     if not d.is_dir():
         raise LingtraceError(f"checkpoint directory {d} does not exist", "run `lingtrace train` first")
-    return _load(str(d), True)
+    fix = "retrain with `lingtrace train RUN --overwrite` (run checkpoints hold safetensors weights only)"
+    return _load(str(d), True, fix=fix, use_safetensors=True)
+
+
+def _pruned_by(checkpoint: Path) -> str | None:
+    """What pruned the checkpoints of the run holding ``checkpoint`` (``RUN/checkpoints/epoch-K``), if anything."""
+    from lingtrace.run import RunDir
+    from lingtrace.training.checkpoints import pruned_record
+
+    record = pruned_record(RunDir(checkpoint.parent.parent))
+    return str(record.get("by", "an experiment")) if isinstance(record, dict) else None
 
 
 # ---------------------------------------------------------------- CPU options

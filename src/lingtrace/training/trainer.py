@@ -1,12 +1,14 @@
 """Fine-tuning with a checkpoint after every epoch.
 
-AdamW with linear warm-up and decay, early stopping on dev accuracy with patience, and
-``save_pretrained`` (safetensors) to ``RUN/checkpoints/epoch-K/`` after each epoch. The manifest
+AdamW with linear warm-up and decay, early stopping on dev accuracy with patience, and a checkpoint
+in ``RUN/checkpoints/epoch-K/`` after each epoch (``checkpoints.py``: loadable with ``from_pretrained``,
+frozen weights stored once per run, AdamW's second moments beside the weights). The manifest
 ``RUN/checkpoints/manifest.json`` lists each epoch's path, learning rates, train loss and dev accuracy.
 
 Interrupting training (Ctrl-C, a crash) keeps every completed epoch; rerunning continues from the
-last complete epoch with the saved optimiser, scheduler and random-number state, so the result
-equals an uninterrupted run.
+last complete epoch with the saved optimiser, scheduler and random-number state
+(``RUN/checkpoints/trainer_state.safetensors``, ``state.py``: no pickle), so the result equals an
+uninterrupted run. The trainer state is removed once training is complete.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +29,22 @@ from lingtrace.config import Config
 from lingtrace.data import schema as S
 from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
-from lingtrace.io import atomic_dir, atomic_path, read_json, write_json
+from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.models.loading import encode, load_checkpoint, load_model_and_tokenizer
 from lingtrace.run import RunDir, fingerprint
+from lingtrace.training.checkpoints import PRUNED, save_checkpoint, save_second_moments
+from lingtrace.training.state import (
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    load_trainer_state,
+    rng_state,
+    save_trainer_state,
+)
 from lingtrace.utils import progress, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
-TRAINER_STATE = "trainer_state.pt"
+TRAINER_STATE = STATE_FILE
 
 
 @dataclass
@@ -118,25 +129,6 @@ def majority_baseline(frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def _rng_state() -> dict[str, Any]:
-    import random
-
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE) -> dict[str, Any]:
     """Fine-tune, resuming from the last complete epoch when a previous run was interrupted.
 
@@ -157,6 +149,9 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
         raise LingtraceError(f"train.batch_size={tcfg.batch_size} is smaller than the {dist.world} processes", "raise train.batch_size")
 
     manifest = read_manifest(run)
+    if manifest is not None and manifest.get(PRUNED) and manifest.get("fingerprint") == fp:
+        log.info("the checkpoints of %s were pruned (%s): retraining", run.root, manifest[PRUNED].get("by"))
+        manifest = None
     if manifest is not None and (overwrite or manifest.get("fingerprint") != fp):
         if not overwrite:
             raise LingtraceError(
@@ -164,13 +159,14 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
                 "use a new run directory, or pass --overwrite to retrain",
             )
         manifest = None
+    if manifest is not None and manifest.get("complete"):
+        return manifest
     if manifest is None:
         if dist.is_main:
             for old in run.checkpoints_dir.glob("epoch-*"):
-                import shutil
-
                 shutil.rmtree(old, ignore_errors=True)
-            (run.checkpoints_dir / TRAINER_STATE).unlink(missing_ok=True)
+            for name in (TRAINER_STATE, LEGACY_STATE_FILE):
+                (run.checkpoints_dir / name).unlink(missing_ok=True)
         dist.barrier()
         manifest = {
             "fingerprint": fp,
@@ -207,25 +203,14 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
 
     state_path = run.checkpoints_dir / TRAINER_STATE
     if done:
-        if not state_path.exists():
-            raise LingtraceError(f"cannot resume: {state_path} is missing", "pass --overwrite to retrain from scratch")
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=False)
-        except Exception as e:
-            raise LingtraceError(f"cannot resume: {state_path} is damaged ({e})", "pass --overwrite to retrain from scratch") from e
-        if state.get("epoch") != done[-1]["epoch"]:
+        state = load_trainer_state(state_path, optimizer=optimizer, scheduler=scheduler, model=model, rank=dist.rank, world=dist.world)
+        if state["epoch"] != done[-1]["epoch"]:
             raise LingtraceError("cannot resume: trainer state does not match the last checkpoint", "pass --overwrite to retrain")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ranks = state.get("rng_ranks")
-        _set_rng_state(ranks[dist.rank] if ranks and len(ranks) == dist.world else state["rng"])
         best, bad = state["best"], state["bad_epochs"]
     else:
         best, bad = -1.0, 0
 
     start_epoch = len(done) + 1
-    if manifest.get("complete"):
-        return manifest
     net = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -297,24 +282,23 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
         else:
             bad += 1
         # checkpoint first, then the trainer state, then the manifest: a crash in between is redone
-        rng_ranks = dist.gather(_rng_state()) if dist.enabled else None
+        rng_ranks = dist.gather(rng_state()) if dist.enabled else None
         if dist.is_main:
+            previous = run.checkpoint_dir(epoch - 1)
             with atomic_dir(run.checkpoint_dir(epoch)) as tmp:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tokenizer.save_pretrained(tmp)
-            with atomic_path(state_path) as tmp:
-                torch.save(
-                    {
-                        "epoch": epoch,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state(),
-                        "rng_ranks": rng_ranks,
-                        "best": best,
-                        "bad_epochs": bad,
-                    },
-                    tmp,
-                )
+                save_checkpoint(model, tokenizer, tmp, previous=previous if previous.is_dir() else None)
+                save_second_moments(optimizer, model, tmp)
+            save_trainer_state(
+                state_path,
+                epoch=epoch,
+                best=best,
+                bad_epochs=bad,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                model=model,
+                rng=rng_state(),
+                rng_ranks=rng_ranks,
+            )
         manifest["epochs"].append(rec.__dict__)
         manifest["final_epoch"] = manifest["best_epoch"]
         if dist.is_main:
@@ -332,6 +316,7 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
     manifest["processes"] = dist.world
     if dist.is_main:
         write_json(run.manifest_path, manifest)
+        state_path.unlink(missing_ok=True)  # only resuming reads it
     dist.barrier()
     return manifest
 
