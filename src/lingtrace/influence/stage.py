@@ -191,10 +191,11 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
     if dist.is_main:
         for e in epochs:
             sink.epoch_done(e)
-        if engine.selection is not None:
-            sink.meta.groups = engine.selection.group_names
-            sink.meta.n_params = engine.selection.num_params()
-        sink.finish(stats if _computed(stats) else None)
+        if _computed(stats):  # a complete store rerun is left as it is (its stats are the run's that made it)
+            if engine.selection is not None:
+                sink.meta.groups = engine.selection.group_names
+                sink.meta.n_params = engine.selection.num_params()
+            sink.finish(stats)
         if not sink.meta.complete:
             raise LingtraceError(f"the influence scores in {directory} are incomplete after the run", "rerun `lingtrace influence RUN`")
     passes = sum(v for k, v in stats.items() if k.endswith("_passes") and k not in ("train_passes", "test_passes"))
@@ -218,7 +219,7 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
 
 
 def _computed(stats: dict[str, Any]) -> bool:
-    """Whether this run did any work (a rerun of a complete store keeps the stats of the run that made it)."""
+    """Whether this run computed any part."""
     return stats.get("train_passes", 0) + stats.get("test_passes", 0) > 0
 
 

@@ -18,6 +18,8 @@ DEFAULT_METHOD = "tracin"
 
 REGISTRY: dict[str, str] = {
     "tracin": "lingtrace.influence.methods.tracin:TracInEstimator",
+    "adam-cosine": "lingtrace.influence.methods.adam_cosine:AdamCosineEstimator",
+    "representation": "lingtrace.influence.methods.representation:RepresentationEstimator",
 }
 
 
