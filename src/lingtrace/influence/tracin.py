@@ -108,6 +108,7 @@ class TracIn:
     ):
         tuning_keys = set(Tuning.__dataclass_fields__)
         tuning = Tuning(**{k: options.pop(k) for k in list(options) if k in tuning_keys})
+        options["params"] = list(options.get("params") or [])
         opts = InfluenceOptions(breakdown=breakdown, lr_weighted=lr is not None, **options)
         try:
             opts.validate()
