@@ -197,11 +197,58 @@ def test_representation_equals_numpy_on_hidden_states(arch):
     np.testing.assert_allclose(res.test_norm[final + 1], np.linalg.norm(h_test, axis=1), rtol=1e-9)
 
 
+# ---------------------------------------------------------------- trak
+
+
+def test_trak_equals_numpy_on_sketched_autograd_gradients():
+    """phi_test^T (Phi^T Phi + lambda I)^-1 phi_train per checkpoint, summed, with Phi the CountSketch
+    of float64 autograd gradients (word embeddings as dense rows) and the kernel solved by numpy."""
+    from test_influence import _checkpoints, _factory
+
+    from lingtrace.influence.methods.trak import DAMPING, TrakEstimator
+    from lingtrace.influence.projection import CountSketch
+    from lingtrace.influence.sparse import SparseRows
+
+    states = _checkpoints(n=2, seed=13)
+    factory = _factory()
+    train, test = _examples(9, seed=3, prefix="z"), _examples(4, seed=4, prefix="t")
+    dim = 64
+    options = InfluenceOptions(dtype="float64", batch_size=4, projection_dim=dim, projection_seed=5)
+    res, engine = _run(TrakEstimator(options), factory, [Checkpoint(s, e + 1) for e, s in enumerate(states)], train, test, options)
+    assert engine.stats["gradient_passes"] == (2 * len(train) + len(test)) * 2  # the kernel takes one more pass
+
+    expected = np.zeros((len(test), len(train)))
+    for state in states:
+        model = factory(state).double().eval()
+        sel = select_params(model)
+        sketch = CountSketch(dim, 5, {n: sel.numel[n] for n in sel.dense_names})
+        params = dict(model.named_parameters())
+
+        def phi(ids, label):
+            full = _flat_grad(model, ids, label, sel.names)
+            grads, offset = {}, 0
+            for n in sel.names:
+                grads[n] = full[offset : offset + sel.numel[n]].reshape(params[n].shape)
+                offset += sel.numel[n]
+            out = sketch.sketch_dense({n: grads[n].reshape(1, -1) for n in sel.dense_names})
+            word = grads[sel.word_embedding]
+            tokens = torch.nonzero(word.abs().sum(1)).squeeze(1)
+            sketch.sketch_sparse(SparseRows(torch.zeros_like(tokens), tokens, word[tokens], 1), out=out)
+            return out[0].numpy()
+
+        big_phi = np.stack([phi(x, y) for x, y in zip(train.ids, train.labels)])
+        test_phi = np.stack([phi(x, y) for x, y in zip(test.ids, test.labels)])
+        kernel = big_phi.T @ big_phi
+        kernel += DAMPING * np.trace(kernel) / dim * np.eye(dim)
+        expected += test_phi @ np.linalg.solve(kernel, big_phi.T)
+    assert _rel(res.total, expected) <= 1e-8
+
+
 # ---------------------------------------------------------------- the protocol and the registry
 
 
 def test_registry_names_its_classes_and_every_method_validates():
-    assert method_names()[0] == "tracin" and set(REGISTRY) == {"tracin", "adam-cosine", "representation"}
+    assert method_names()[0] == "tracin" and set(REGISTRY) == {"tracin", "adam-cosine", "representation", "trak"}
     for name in method_names():
         assert estimator_class(name).name == name
     with pytest.raises(LingtraceError, match="unknown influence method 'nope'"):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from lingtrace.influence.examples import Examples
 from lingtrace.influence.params import ParamSelection
-from lingtrace.influence.task import Task
+from lingtrace.influence.task import Batch, Task
 
 
 @dataclass
@@ -37,6 +39,10 @@ class CheckpointContext:
     autocast: torch.dtype | None  # bf16/fp16 autocast of the passes (CUDA), else None
     hidden: int  # width of the input word embeddings
     batch_size: int
+    #: the training examples, for methods fitted on them at each checkpoint (None when only planning)
+    train: Examples | None = None
+    #: stream(examples, desc) -> (positions, batch) on the device, batched and counted as the engine does
+    stream: Callable[[Examples, str], Iterator[tuple[torch.Tensor, Batch]]] | None = None
 
     @property
     def epoch(self) -> int:

@@ -94,8 +94,9 @@ class Engine:
         return [c.epoch for c in self.checkpoints]
 
     # -- models ------------------------------------------------------------
-    def load(self, index: int) -> CheckpointContext:
-        """Load checkpoint ``index`` (of ``self.checkpoints``) and prepare the estimator at it."""
+    def load(self, index: int, train: Examples | None = None, pad_id: int | None = None) -> CheckpointContext:
+        """Load checkpoint ``index`` (of ``self.checkpoints``) and prepare the estimator at it (with
+        the training examples ``train`` for methods fitted on them; None when only planning)."""
         ckpt = self.checkpoints[index]
         t0 = time.perf_counter()
         try:
@@ -116,6 +117,8 @@ class Engine:
         if self.estimator.needs_parameters:
             selection = select_params(model, self.options.params, self.tuning.trainable_only)
             self._check_selection(selection)
+        self._add_time("load", t0)
+        self.collate = partial(self.task.collate, pad_id=self.task.pad_id(model) if pad_id is None else int(pad_id))
         ctx = CheckpointContext(
             checkpoint=ckpt,
             model=model,
@@ -126,9 +129,12 @@ class Engine:
             autocast=self.autocast,
             hidden=int(model.get_input_embeddings().weight.shape[1]),
             batch_size=int(self.options.batch_size),
+            train=train,
+            stream=lambda ex, desc: self._device_batches(ex, desc, "train"),
         )
+        t0 = time.perf_counter()
         self.estimator.prepare(ctx)
-        self._add_time("load", t0)
+        self._add_time("prepare", t0)
         return ctx
 
     def _check_selection(self, selection: ParamSelection) -> None:
@@ -192,21 +198,20 @@ class Engine:
                     bar.update(1)
                     sink.epoch_done(epoch)
                     continue
-            ctx = self.load(index)
+            ctx = self.load(index, train, pad_id)
             if plan is None:
                 plan = self.plan(len(train), len(test), _avg_tokens(train, test), world)
                 sink.begin(plan)
                 todo = [u for u in plan.units(rank, world) if not sink.is_done(epoch, *u)]
-            collate = partial(self.task.collate, pad_id=self.task.pad_id(ctx.model) if pad_id is None else int(pad_id))
             try:
                 for c in sorted({c for c, _ in todo}):
                     r0, r1 = plan.chunks[c]
                     chunk = test.subset(range(r0, r1))
                     t0 = time.perf_counter()
-                    res = self.estimator.resident(chunk, self._features(chunk, collate, f"epoch {epoch} test {self.estimator.feature}"))
+                    res = self.estimator.resident(chunk, self._features(chunk, f"epoch {epoch} test {self.estimator.feature}"))
                     self._add_time(f"test_{self.estimator.feature}", t0)
                     for s in [s for cc, s in todo if cc == c]:
-                        part = self._score_shard(res, train, plan.shards[s], collate, epoch)
+                        part = self._score_shard(res, train, plan.shards[s], epoch)
                         part.chunk, part.shard = c, s
                         t0 = time.perf_counter()
                         sink.put(part)
@@ -225,42 +230,38 @@ class Engine:
         bar.close()
         return plan
 
-    def _batches(self, ex: Examples, collate, desc: str):
+    def _device_batches(self, ex: Examples, desc: str, side: str) -> Iterator[tuple[torch.Tensor, Any]]:
+        """(positions, batch) on the device over ``ex`` in the engine's batches, counted as ``side`` passes."""
         pin = self.device.type == "cuda"
-        return progress(
-            batches(ex, int(self.options.batch_size), collate, self.tuning.sort_by_length, pin),
-            total=math.ceil(len(ex) / int(self.options.batch_size)),
+        size = int(self.options.batch_size)
+        for idx, batch in progress(
+            batches(ex, size, self.collate, self.tuning.sort_by_length, pin),
+            total=math.ceil(len(ex) / size),
             desc=desc,
             leave=False,
             disable=None if self.tuning.show_progress else True,
-        )
+        ):
+            self.stats[f"{self.estimator.pass_kind}_passes"] += len(batch)
+            self.stats[f"{side}_passes"] += len(batch)
+            yield idx.to(self.device, non_blocking=True), batch.to(self.device, non_blocking=True)
 
-    def _count(self, n: int, side: str) -> None:
-        self.stats[f"{self.estimator.pass_kind}_passes"] += n
-        self.stats[f"{side}_passes"] += n
+    def _features(self, chunk: Examples, desc: str) -> Iterator[tuple[torch.Tensor, Any]]:
+        for idx, batch in self._device_batches(chunk, desc, "test"):
+            yield idx, self.estimator.featurise(batch)
 
-    def _features(self, chunk: Examples, collate, desc: str) -> Iterator[tuple[torch.Tensor, Any]]:
-        for idx, batch in self._batches(chunk, collate, desc):
-            idx = idx.to(self.device, non_blocking=True)
-            features = self.estimator.featurise(batch.to(self.device, non_blocking=True))
-            self._count(len(batch), "test")
-            yield idx, features
-
-    def _score_shard(self, res: Resident, train: Examples, shard: tuple[int, int], collate, epoch: int) -> Part:
+    def _score_shard(self, res: Resident, train: Examples, shard: tuple[int, int], epoch: int) -> Part:
         c0, c1 = shard
         sub = train.subset(range(c0, c1))
         n = len(sub)
         acc: dict[str, torch.Tensor] = {}
         norms = torch.zeros(n, dtype=torch.float64, device=self.device)
         t_features = t_scores = 0.0
-        for idx, batch in self._batches(sub, collate, f"epoch {epoch} training [{c0}:{c1}]"):
-            idx = idx.to(self.device, non_blocking=True)
+        for idx, batch in self._device_batches(sub, f"epoch {epoch} training [{c0}:{c1}]", "train"):
             self._sync()
             t0 = time.perf_counter()
-            features = self.estimator.featurise(batch.to(self.device, non_blocking=True))
+            features = self.estimator.featurise(batch)
             self._sync()
             t1 = time.perf_counter()
-            self._count(len(batch), "train")
             block = self.estimator.score(res, features)
             for name, matrix in block.matrices.items():
                 if name not in acc:

@@ -60,7 +60,7 @@ class InfluenceOptions:
     methods: list[str] = option(
         help="influence methods to compute, one store each under RUN/influence/NAME/: tracin (the paper's), "
         "adam-cosine (gradients preconditioned by AdamW's second moments), representation (cosine of the final "
-        "model's pooled representations)",
+        "model's pooled representations), trak (CountSketch-projected gradients with the (K + lambda I)^-1 kernel preconditioner)",
         factory=lambda: [DEFAULT_METHOD],
         choices=method_names(),
         rerun=True,

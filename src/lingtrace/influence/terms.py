@@ -126,20 +126,22 @@ class VocabTerm(Term):
         return {WORD_EMBEDDINGS: e}, e
 
 
+def project(sketch: CountSketch, g: BatchGrads) -> torch.Tensor:
+    """[B, dim] CountSketch of a batch's whole gradients (dense parameters and word-embedding rows)."""
+    part = sketch.sketch_dense(g.dense)
+    if g.has_emb:
+        sketch.sketch_sparse(g.rows(), out=part)
+    return part
+
+
 class SketchTerm(Term):
     def __init__(self, m: int, sketch: CountSketch, dtype: torch.dtype, device: torch.device):
         self.sketch = sketch
         self.mat = torch.zeros((m, sketch.dim), dtype=dtype, device=device)
 
-    def _sketch(self, g: BatchGrads) -> torch.Tensor:
-        part = self.sketch.sketch_dense(g.dense)
-        if g.has_emb:
-            self.sketch.sketch_sparse(g.rows(), out=part)
-        return part
-
     def add(self, idx, g):
-        self.mat[idx] = self._sketch(g).to(self.mat.dtype)
+        self.mat[idx] = project(self.sketch, g).to(self.mat.dtype)
 
     def dots(self, g):
-        s = self._sketch(g).to(self.mat.dtype) @ self.mat.T
+        s = project(self.sketch, g).to(self.mat.dtype) @ self.mat.T
         return {SKETCH: s}, s

@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "tracin": "lingtrace.influence.methods.tracin:TracInEstimator",
     "adam-cosine": "lingtrace.influence.methods.adam_cosine:AdamCosineEstimator",
     "representation": "lingtrace.influence.methods.representation:RepresentationEstimator",
+    "trak": "lingtrace.influence.methods.trak:TrakEstimator",
 }
 
 
