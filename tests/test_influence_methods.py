@@ -277,6 +277,19 @@ def test_engine_raises_plain_exceptions():
         engine.run(_examples(0, 0), _examples(1, 1), MemorySink(1, 0))
 
 
+def test_the_api_turns_engine_errors_into_lingtrace_errors_with_a_fix():
+    import pandas as pd
+    from test_influence import _checkpoints, _factory
+
+    from lingtrace.influence.tracin import TracIn
+
+    tracin = TracIn(_factory(), _checkpoints(n=1), show_progress=False)
+    with pytest.raises(LingtraceError, match="examples lack column 'label' .*fix: give text_a and label columns"):
+        tracin.scores(pd.DataFrame({"text_a": ["x"]}), pd.DataFrame({"text_a": ["y"]}), tokenizer=None)
+    with pytest.raises(LingtraceError, match="no checkpoints .*fix: train the model first"):
+        TracIn(_factory(), [])
+
+
 def test_pad_id_defaults_to_the_model_config():
     """Without a pad id the engine pads with the model's: the same scores as with it given."""
     from test_influence import _checkpoints, _factory

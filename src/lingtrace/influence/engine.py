@@ -79,6 +79,7 @@ class Engine:
         self.memory_fraction = fraction if fraction is not None else (0.85 if self.device.type == "cuda" else 0.5)
         self.selection: ParamSelection | None = None
         self._selection_sig = None
+        self.collate: Callable | None = None  # the task's collate with the pad id bound (set at each load)
         kind = estimator.pass_kind
         self.stats: dict[str, Any] = {
             f"{kind}_passes": 0,
