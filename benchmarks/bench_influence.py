@@ -96,11 +96,20 @@ def factory_for(model_dir):
     return make
 
 
+def _batches(ex, batch_size, pad_id):
+    """The engine's batches (shortest first, the pad id bound)."""
+    from functools import partial
+
+    from lingtrace.influence.examples import batches
+    from lingtrace.influence.task import collate
+
+    return batches(ex, batch_size, partial(collate, pad_id=pad_id), sort=True)
+
+
 def floor_time(factory, states, examples, batch_size, pad_id):
     """(N + M) * E per-example gradient passes alone: the same vmapped function, nothing else."""
     from lingtrace.influence.grads import PerSampleGradients
     from lingtrace.influence.params import select_params
-    from lingtrace.influence.tracin import _batches
 
     total = 0.0
     for state in states:
@@ -109,7 +118,7 @@ def floor_time(factory, states, examples, batch_size, pad_id):
         psg = PerSampleGradients(model, select_params(model))
         for ex in examples:
             t0 = time.perf_counter()
-            for _, batch in _batches(ex, batch_size, pad_id, True, False):
+            for _, batch in _batches(ex, batch_size, pad_id):
                 psg(batch)
             total += time.perf_counter() - t0
     return total
@@ -117,14 +126,12 @@ def floor_time(factory, states, examples, batch_size, pad_id):
 
 def batched_time(factory, states, examples, batch_size, pad_id):
     """Plain batched forward + backward of the summed loss over the same examples (no per-example gradients)."""
-    from lingtrace.influence.tracin import _batches
-
     total = 0.0
     for state in states:
         model = factory(state).eval()
         for ex in examples:
             t0 = time.perf_counter()
-            for _, b in _batches(ex, batch_size, pad_id, True, False):
+            for _, b in _batches(ex, batch_size, pad_id):
                 model.zero_grad(set_to_none=True)
                 out = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
                 torch.nn.functional.cross_entropy(out, b.labels, reduction="sum").backward()

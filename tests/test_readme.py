@@ -29,10 +29,15 @@ def test_readme_has_python_examples():
     assert BLOCKS, "README.md has no ```python block"
 
 
+@pytest.fixture(scope="module")
+def namespace():
+    """One namespace for all blocks: a block may continue the one before it, as the README says."""
+    return {"__name__": "readme_examples"}
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_example_runs(index, workdir, monkeypatch, capsys):
+def test_readme_python_example_runs(index, workdir, namespace, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     capsys.readouterr()
-    namespace: dict = {"__name__": f"readme_example_{index}"}
     exec(compile(BLOCKS[index], f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102
     assert capsys.readouterr().out  # the examples print what they computed

@@ -19,6 +19,7 @@ import yaml
 
 from lingtrace.data.tasks import TASK_SOURCES, TASKS
 from lingtrace.errors import LingtraceError
+from lingtrace.influence.options import InfluenceOptions
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING):
@@ -90,23 +91,8 @@ class SelectConfig:
     seed: int = _f(0, "selection seed")
 
 
-@dataclass
-class InfluenceConfig:
-    mode: str = _f("cosine", "cosine (paper: cosine per checkpoint, then summed), dot (plain TracIn), train-normalised")
-    lr_weighted: bool = _f(False, "dot mode: weight each checkpoint by its learning rate from the manifest")
-    params: list[str] = _f(
-        help="parameter selection: empty = all trainable; otherwise fnmatch patterns on parameter names "
-        "or group names (embeddings, layer.N, head)",
-        factory=list,
-    )
-    breakdown: bool = _f(True, "store the per-layer-group breakdown of the scores (word embeddings separately)")
-    batch_size: int = _f(16, "training examples per per-sample-gradient batch")
-    test_chunk: int | None = _f(None, "test examples whose gradients are kept resident at once (default: sized to memory)")
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    dtype: str = _f("float32", "float32 or float64 for the gradient passes (bfloat16/float16: autocast on GPU)")
-    checkpoints: str = _f("trajectory", "trajectory (epochs up to the final model) or all (every saved epoch)")
-    projection_dim: int | None = _f(None, "random projection dimension (None = exact, the default)")
-    projection_seed: int = _f(0, "seed of the random projection")
+#: the influence section: one definition with the engine, the CLI flags and the store's meta
+InfluenceConfig = InfluenceOptions
 
 
 @dataclass
@@ -389,18 +375,9 @@ def validate(cfg: Config) -> None:
         raise LingtraceError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     if s.per_lang < 1:
         raise LingtraceError(f"select.per_lang must be at least 1, got {s.per_lang}")
-    if i.mode not in ("cosine", "dot", "train-normalised"):
-        raise LingtraceError(f"influence.mode must be cosine, dot or train-normalised, got {i.mode!r}")
-    if i.dtype not in ("float32", "float64", "bfloat16", "float16"):
-        raise LingtraceError(f"influence.dtype must be float32, float64, bfloat16 or float16, got {i.dtype!r}")
-    if i.checkpoints not in ("trajectory", "all"):
-        raise LingtraceError(f"influence.checkpoints must be trajectory or all, got {i.checkpoints!r}")
-    if i.batch_size < 1 or (i.test_chunk is not None and i.test_chunk < 1):
-        raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
+    i.validate()
     if cfg.analysis.k < 1 or cfg.analysis.examples_per_table < 1 or cfg.analysis.browser_k < 1:
         raise LingtraceError("analysis.k, analysis.examples_per_table and analysis.browser_k must be at least 1")
-    if i.projection_dim is not None and i.projection_dim < 1:
-        raise LingtraceError(f"influence.projection_dim must be at least 1, got {i.projection_dim}")
     _validate_experiment(cfg)
 
 

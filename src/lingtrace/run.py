@@ -8,7 +8,8 @@ Layout (documented in the README)::
     RUN/checkpoints/epoch-K/             save_pretrained model + tokenizer after epoch K
     RUN/checkpoints/manifest.json        per epoch: path, learning rates, train loss, dev accuracy
     RUN/selection/test.parquet           selected test examples with the final model's prediction
-    RUN/influence/                       TracIn score store
+    RUN/influence/METHOD/                score store of each influence method (tracin's at RUN/influence/
+                                         itself in runs made before several methods existed)
     RUN/analysis/                        analysis tables
     RUN/report/index.html                the report
     RUN/stages/<stage>.json              completion marker: the config section the stage used
@@ -27,6 +28,8 @@ from typing import Any
 
 from lingtrace.config import Config, validate
 from lingtrace.errors import LingtraceError
+from lingtrace.influence.methods import DEFAULT_METHOD
+from lingtrace.influence.options import fingerprint_view, rerun_keys
 from lingtrace.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,10 @@ def describe_config(d: dict[str, Any]) -> str:
     return f"task {data.get('task')}, model {model.get('name')}, languages {', '.join(map(str, data.get('languages', [])))}"
 
 
+#: config keys whose change reruns a completed stage instead of being refused (the stage reuses what holds)
+RERUN_KEYS = {f"influence.{key}" for key in rerun_keys()}
+
+
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -113,8 +120,22 @@ class RunDir:
         return self.root / "selection" / "test.parquet"
 
     @property
-    def influence_dir(self) -> Path:
+    def influence_root(self) -> Path:
         return self.root / "influence"
+
+    def influence_store(self, method: str = DEFAULT_METHOD) -> Path:
+        """The score store of one influence method: ``RUN/influence/METHOD/``. A run made before several
+        methods existed holds tracin's store in ``RUN/influence/`` itself; it stays there."""
+        from lingtrace.influence.store.meta import has_store
+
+        if method == DEFAULT_METHOD and has_store(self.influence_root):
+            return self.influence_root
+        return self.influence_root / method
+
+    @property
+    def influence_dir(self) -> Path:
+        """The store of the default method (tracin)."""
+        return self.influence_store(DEFAULT_METHOD)
 
     @property
     def analysis_dir(self) -> Path:
@@ -164,6 +185,7 @@ class RunDir:
     # stages ----------------------------------------------------------------
     def stage_config(self, cfg: Config, stage: str) -> dict[str, Any]:
         d = cfg.to_dict()
+        d["influence"] = fingerprint_view(d["influence"])  # keys added later leave old fingerprints alone
         return {s: d[s] for s in STAGES[stage]}
 
     def is_complete(self, stage: str) -> bool:
@@ -184,7 +206,10 @@ class RunDir:
             return not overwrite
         if overwrite:
             return False
-        changed = _diff(done.get("config", {}), self.stage_config(cfg, stage))
+        changes = _changes(recorded, self.stage_config(cfg, stage))
+        if changes and all(key in RERUN_KEYS for key, _, _ in changes):
+            return False  # e.g. influence methods added: the stage reruns and keeps what still holds
+        changed = _describe_changes(changes)
         raise LingtraceError(
             f"stage {stage!r} in {self.root} was made with a different config ({changed})",
             "use a new run directory, or pass --overwrite to recompute it and the stages after it",
@@ -212,14 +237,23 @@ def _with_defaults(recorded: dict, defaults: dict) -> dict:
     return out
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> str:
+def _changes(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) of every leaf that differs."""
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
-            sub = _diff(va, vb, f"{prefix}{k}.")
-            if sub:
-                out.append(sub)
+            out.extend(_changes(va, vb, f"{prefix}{k}."))
         elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return "; ".join(out[:3]) + ("; ..." if len(out) > 3 else "")
+            out.append((f"{prefix}{k}", va, vb))
+    return out
+
+
+def _describe_changes(changes: list[tuple[str, Any, Any]]) -> str:
+    """The first three changes as ``key: old -> new``."""
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:3]) + ("; ..." if len(changes) > 3 else "")
+
+
+def _diff(a: dict, b: dict) -> str:
+    """What differs between two configs (as dicts), in a few words."""
+    return _describe_changes(_changes(a, b))

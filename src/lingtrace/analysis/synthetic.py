@@ -19,7 +19,7 @@ import pandas as pd
 from lingtrace.config import Config, apply_overrides
 from lingtrace.data import schema as S
 from lingtrace.influence.params import WORD_EMBEDDINGS
-from lingtrace.influence.store import GROUP_PREFIX, SCORES, write_axes, write_epoch
+from lingtrace.influence.store import GROUP_PREFIX, SCORES, StoreMeta, write_axes, write_epoch, write_meta
 from lingtrace.io import write_json, write_parquet
 from lingtrace.run import RunDir
 
@@ -156,20 +156,19 @@ def make_synthetic_run(
             tensors.update({GROUP_PREFIX + g: p for g, p in parts.items()})
         write_epoch(directory, e, tensors)
     write_axes(directory, train[S.UID].tolist(), selected[S.UID].tolist())
-    write_json(
-        directory / "meta.json",
-        {
-            "mode": "cosine",
-            "epochs": list(range(1, epochs + 1)),
-            "epochs_done": list(range(1, epochs + 1)),
-            "complete": True,
-            "groups": [*GROUPS, WORD_EMBEDDINGS] if breakdown else [],
-            "n_train": len(train),
-            "n_test": len(selected),
-            "params": "all trainable",
-            "dtype": "float32",
-            "projection": None,
-        },
+    write_meta(
+        directory,
+        StoreMeta(
+            mode="cosine",
+            epochs=list(range(1, epochs + 1)),
+            epochs_done=list(range(1, epochs + 1)),
+            complete=True,
+            breakdown=breakdown,
+            groups=[*GROUPS, WORD_EMBEDDINGS] if breakdown else [],
+            n_train=len(train),
+            n_test=len(selected),
+            fingerprint="synthetic",
+        ),
     )
     run.mark_complete(cfg, "influence", {})
     return run, cfg

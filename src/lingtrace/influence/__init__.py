@@ -1,1 +1,19 @@
+"""Influence of training examples on test examples, with several methods behind one engine.
 
+Module map:
+
+* ``engine.py``: the loop (checkpoints x test chunks x training shards), memory planning, timing,
+  progress, rank sharding, the sink; raises ``errors.py`` exceptions;
+* ``plan.py``: ``Plan``, ``Part``, the ``Sink`` protocol, ``MemorySink``;
+* ``methods/``: one estimator per file behind the protocol of ``methods/base.py`` (``tracin``,
+  ``adam-cosine``, ``representation``, ``trak``) and the registry (``methods/__init__.py``);
+  ``methods/gradient.py`` is what the gradient methods share, ``terms.py`` their resident pieces
+  (dense, word embeddings by token pairs or over the test vocabulary, CountSketch);
+* ``task.py``: the per-example loss and inputs (``ClassificationTask``); ``grads.py``: per-example
+  gradients with torch.func; ``params.py``: the parameter selection and groups; ``sparse.py``:
+  word-embedding rows; ``projection.py``: the CountSketch;
+* ``options.py``: ``InfluenceOptions`` (the config section) and ``Tuning`` (API-only knobs);
+* ``store/``: the score store (``meta.py`` its typed meta.json, ``writer.py``, ``reader.py``);
+* ``stage.py``: the ``influence`` stage over every configured method; ``advice.py``: the fixes of
+  engine errors; ``tracin.py``: the ``TracIn`` Python API.
+"""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lingtrace.errors import LingtraceError
+from lingtrace.influence.errors import NoParametersSelected, NoTrainableParameters
 
 WORD_EMBEDDINGS = "word_embeddings"
 EMBEDDINGS = "embeddings"
@@ -113,14 +113,11 @@ def select_params(model: torch.nn.Module, patterns: Sequence[str] | None = None,
         chosen = [n for n in candidates if (not include or hit(n, include)) and not hit(n, exclude)]
         if not chosen:
             known = sorted(set(groups.values()), key=_group_key)
-            raise LingtraceError(
-                f"influence.params {pats} selects no trainable parameter",
-                f"use parameter-name patterns (e.g. '*.attention.*') or groups ({', '.join(known)})",
-            )
+            raise NoParametersSelected(f"the parameter selection {pats} selects no trainable parameter (this model's groups: {', '.join(known)})")
     else:
         chosen = candidates
         if not chosen:
-            raise LingtraceError("the model has no trainable parameters to compute influence over", "unfreeze some parameters")
+            raise NoTrainableParameters("the model has no trainable parameters to compute influence over")
     sel_word = word_name if word_name in chosen else None
     return ParamSelection(
         names=chosen,

@@ -1,8 +1,11 @@
-"""The ``influence`` stage: TracIn scores of every training example for every selected test example.
+"""The ``influence`` stage: every method of ``influence.methods``, one score store each.
 
 Reads ``RUN/data/train.parquet``, ``RUN/selection/test.parquet`` and the checkpoints listed in
-``RUN/checkpoints/manifest.json``; writes the score store ``RUN/influence/`` (see ``store.py``).
-An interrupted run resumes at the first unfinished (checkpoint, test chunk, training shard).
+``RUN/checkpoints/manifest.json``; writes ``RUN/influence/METHOD/`` per method (see ``store/``).
+Each method's store is resumable on its own: an interrupted run resumes at the first unfinished
+(checkpoint, test chunk, training shard), a method whose store is complete with the same fingerprint
+is skipped, and a method that cannot run fails before any work without touching the other stores.
+Engine errors become ``LingtraceError`` with a fix here (``advice.user_error``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -17,8 +21,17 @@ import pandas as pd
 from lingtrace.config import Config
 from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
-from lingtrace.influence import store
-from lingtrace.influence.tracin import Examples, Plan, TracIn, checkpoint_factory, default_pad_id
+from lingtrace.influence.advice import user_error
+from lingtrace.influence.context import Checkpoint
+from lingtrace.influence.engine import Engine
+from lingtrace.influence.errors import InfluenceError
+from lingtrace.influence.examples import Examples
+from lingtrace.influence.methods import estimator_class
+from lingtrace.influence.methods.base import Estimator
+from lingtrace.influence.options import InfluenceOptions
+from lingtrace.influence.plan import Plan
+from lingtrace.influence.store import StoreMeta, StoreWriter
+from lingtrace.influence.tracin import checkpoint_factory, default_pad_id
 from lingtrace.run import RunDir, fingerprint
 from lingtrace.training.trainer import read_manifest, read_split
 
@@ -49,16 +62,25 @@ def _uid_hash(uids: list[str]) -> str:
     return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
 
 
-def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE) -> dict[str, Any]:
-    """Compute (or finish) the score store. Under torchrun every rank takes the training shards
-    ``s % world == rank`` of every (checkpoint, test chunk); rank 0 plans, merges and records."""
+@dataclass
+class Inputs:
+    """What every method of the stage shares: the checkpoints and the tokenised examples."""
+
+    checkpoints: list[Checkpoint]
+    train: Examples
+    test: Examples
+    pad_id: int
+    manifest_fingerprint: str | None
+
+
+def _inputs(run: RunDir, cfg: Config) -> Inputs:
     from transformers import AutoTokenizer
 
-    icfg = cfg.influence
     manifest = read_manifest(run)
     if not manifest or not manifest.get("complete"):
         raise LingtraceError(f"training in {run.root} is not complete", "run `lingtrace train RUN` first")
-    records = influence_epochs(manifest, icfg.checkpoints)
+    records = influence_epochs(manifest, cfg.influence.checkpoints)
+    final = manifest.get("final_epoch") or manifest["epochs"][-1]["epoch"]
     dirs = [run.checkpoints_dir / r["path"] for r in records]
     for d in dirs:
         if not d.is_dir():
@@ -69,101 +91,175 @@ def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist 
         tokenizer = AutoTokenizer.from_pretrained(str(dirs[-1]))
     except Exception as e:  # noqa: BLE001
         raise LingtraceError(f"cannot load the tokenizer of {dirs[-1]}: {e}", "retrain with `lingtrace train RUN --overwrite`") from e
-    train_ex = Examples.from_frame(train, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
-    test_ex = Examples.from_frame(test, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
-    epochs = [int(r["epoch"]) for r in records]
-    lrs = [float(r["lr_mean"]) for r in records]
-    tracin = TracIn(
-        checkpoint_factory(cfg.model.freeze_embeddings),
-        dirs,
-        epochs=epochs,
-        mode=icfg.mode,
-        lr=lrs if icfg.lr_weighted else None,
-        params=icfg.params,
-        breakdown=icfg.breakdown,
-        batch_size=icfg.batch_size,
-        test_chunk=icfg.test_chunk,
-        device=dist.device(icfg.device),
-        dtype=icfg.dtype,
-        projection_dim=icfg.projection_dim,
-        projection_seed=icfg.projection_seed,
-    )
-    fp = fingerprint(
-        {
-            "stage": run.stage_config(cfg, "influence"),
-            "manifest": manifest.get("fingerprint"),
-            "epochs": epochs,
-            "train": _uid_hash(train_ex.uids),
-            "test": _uid_hash(test_ex.uids),
-        }
-    )
-    meta = {
-        "mode": icfg.mode,
-        "lr_weighted": icfg.lr_weighted,
-        "lr": dict(zip([str(e) for e in epochs], lrs)) if icfg.lr_weighted else None,
+    try:
+        train_ex = Examples.from_frame(train, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
+        test_ex = Examples.from_frame(test, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
+    except InfluenceError as e:
+        raise user_error(e) from e
+    checkpoints = [Checkpoint(d, int(r["epoch"]), float(r["lr_mean"]), int(r["epoch"]) == int(final)) for d, r in zip(dirs, records)]
+    return Inputs(checkpoints, train_ex, test_ex, default_pad_id(tokenizer), manifest.get("fingerprint"))
+
+
+def method_fingerprint(run: RunDir, cfg: Config, estimator: Estimator, epochs: list[int], inputs: Inputs) -> str:
+    """What a method's store depends on: the config (less the influence keys the method ignores and
+    the list of methods), the training run, the checkpoints summed and the examples. For ``tracin``
+    this is the fingerprint stores had before several methods existed."""
+    stage = run.stage_config(cfg, "influence")
+    left_out = set(estimator.ignores) | {"methods"}
+    stage["influence"] = {k: v for k, v in stage["influence"].items() if k not in left_out}
+    parts = {
+        "stage": stage,
+        "manifest": inputs.manifest_fingerprint,
         "epochs": epochs,
-        "checkpoints": [str(d.relative_to(run.root)) for d in dirs],
-        "params": list(icfg.params),
-        "dtype": icfg.dtype,
-        "breakdown": bool(icfg.breakdown and icfg.projection_dim is None),
-        "projection": None if icfg.projection_dim is None else {"kind": "countsketch", "dim": icfg.projection_dim, "seed": icfg.projection_seed},
+        "train": _uid_hash(inputs.train.uids),
+        "test": _uid_hash(inputs.test.uids),
     }
-    sink = None
+    if estimator.name != "tracin":
+        parts["method"] = estimator.name
+    return fingerprint(parts)
+
+
+def _store_meta(run: RunDir, cfg: Config, estimator: Estimator, checkpoints: list[Checkpoint]) -> StoreMeta:
+    icfg = cfg.influence
+    return StoreMeta(
+        method=estimator.name,
+        mode=estimator.mode,
+        lr_weighted=estimator.lr_weighted,
+        lr={str(c.epoch): c.lr for c in checkpoints} if estimator.lr_weighted else None,
+        epochs=[c.epoch for c in checkpoints],
+        checkpoints=[str(c.source.relative_to(run.root)) for c in checkpoints],
+        params=list(icfg.params) if estimator.needs_parameters else [],
+        dtype=icfg.dtype,
+        breakdown=estimator.breakdown,
+        projection=estimator.projection(),
+        method_info=estimator.describe(),
+    )
+
+
+def _guarded(dist: Dist, make):
+    """Rank 0 runs ``make()``; its result, or its LingtraceError, reaches every rank."""
     decision: dict[str, Any] = {}
     if dist.is_main:
         try:
-            sink = store.StoreWriter(run.influence_dir, fp, meta, train_ex.uids, test_ex.uids, overwrite=overwrite, assemble=True)
-            if sink.plan is None and dist.enabled:
-                # every rank must follow one plan; a single process plans in `run` after its first load
-                sink.begin(tracin.make_plan(train_ex, test_ex, world=dist.world))
-            decision = {"plan": sink.plan.to_dict() if sink.plan else None}
+            decision = {"value": make()}
         except LingtraceError as e:
             decision = {"error": [e.problem, e.fix]}
+        except InfluenceError as e:
+            err = user_error(e)
+            decision = {"error": [err.problem, err.fix]}
     decision = dist.broadcast(decision)
     if "error" in decision:
         raise LingtraceError(*decision["error"])
+    return decision["value"]
+
+
+def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, overwrite: bool, dist: Dist) -> dict[str, Any]:
+    """Compute (or finish) one method's store. Under torchrun every rank takes the training shards
+    ``s % world == rank`` of every (checkpoint, test chunk); rank 0 plans, merges and records."""
+    icfg = cfg.influence
+    directory = run.influence_store(estimator.name)
+    try:
+        engine = Engine(estimator, checkpoint_factory(cfg.model.freeze_embeddings), inputs.checkpoints, icfg, device=dist.device(icfg.device))
+    except InfluenceError as e:
+        raise user_error(e) from e
+    epochs = engine.epochs
+    fp = method_fingerprint(run, cfg, estimator, epochs, inputs)
+    meta = _store_meta(run, cfg, estimator, engine.checkpoints)
+    uids = (inputs.train.uids, inputs.test.uids)
+    sink = None
+
+    def open_store():
+        nonlocal sink
+        sink = StoreWriter(directory, fp, meta, *uids, overwrite=overwrite, assemble=True)
+        if sink.plan is None and dist.enabled:
+            # every rank must follow one plan; a single process plans in `run` after its first load
+            sink.begin(engine.make_plan(inputs.train, inputs.test, world=dist.world))
+        return sink.plan.to_dict() if sink.plan else None
+
+    plan = _guarded(dist, open_store)
     if sink is None:
-        sink = store.StoreWriter(run.influence_dir, fp, meta, train_ex.uids, test_ex.uids, overwrite=False, assemble=False)
-        sink.plan = Plan.from_dict(decision["plan"])
+        sink = StoreWriter(directory, fp, meta, *uids, overwrite=False, assemble=False)
+        sink.plan = Plan.from_dict(plan)
     t0 = time.perf_counter()
-    tracin.run(train_ex, test_ex, sink, default_pad_id(tokenizer), rank=dist.rank, world=dist.world)
-    per_rank = dist.gather({**tracin.stats, "wall_seconds": time.perf_counter() - t0})
+    try:
+        engine.run(inputs.train, inputs.test, sink, inputs.pad_id, rank=dist.rank, world=dist.world)
+    except InfluenceError as e:
+        raise user_error(e) from e
+    per_rank = dist.gather({**engine.stats, "wall_seconds": time.perf_counter() - t0})
     dist.barrier()  # every rank's parts are written
     stats = _merge_stats(per_rank)
     if dist.is_main:
         for e in epochs:
             sink.epoch_done(e)
-        if getattr(tracin, "selection", None) is not None:
-            sink.meta["groups"] = tracin.selection.group_names
-            sink.meta["n_params"] = tracin.selection.num_params()
-        sink.finish(stats)
-        if not sink.meta["complete"]:
-            raise LingtraceError(f"the influence scores in {run.influence_dir} are incomplete after the run", "rerun `lingtrace influence RUN`")
+        if _computed(stats):  # a complete store rerun is left as it is (its stats are the run's that made it)
+            if engine.selection is not None:
+                sink.meta.groups = engine.selection.group_names
+                sink.meta.n_params = engine.selection.num_params()
+            sink.finish(stats)
+        if not sink.meta.complete:
+            raise LingtraceError(f"the influence scores in {directory} are incomplete after the run", "rerun `lingtrace influence RUN`")
+    passes = sum(v for k, v in stats.items() if k.endswith("_passes") and k not in ("train_passes", "test_passes"))
     log.info(
-        "influence: %d test x %d training examples over %d checkpoints, %d per-example gradient passes in %.1f s",
-        len(test_ex),
-        len(train_ex),
+        "influence (%s): %d test x %d training examples over %d checkpoints, %d per-example passes in %.1f s",
+        estimator.name,
+        len(inputs.test),
+        len(inputs.train),
         len(epochs),
-        stats["gradient_passes"],
+        passes,
         stats["wall_seconds"],
     )
     return {
+        "fingerprint": fp,
+        "store": str(directory.relative_to(run.root)),
         "epochs": epochs,
-        "n_train": len(train_ex),
-        "n_test": len(test_ex),
-        "gradient_passes": stats["gradient_passes"],
+        "passes": passes,
         "seconds": round(stats["wall_seconds"], 2),
         "plan": {"chunks": len(sink.plan.chunks), "shards": len(sink.plan.shards)} if sink.plan else None,
+    }
+
+
+def _computed(stats: dict[str, Any]) -> bool:
+    """Whether this run computed any part."""
+    return stats.get("train_passes", 0) + stats.get("test_passes", 0) > 0
+
+
+def estimators(options: InfluenceOptions) -> list[Estimator]:
+    return [estimator_class(name)(options) for name in options.methods]
+
+
+def run_influence(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE) -> dict[str, Any]:
+    """Compute (or finish) the store of every method in ``influence.methods``, in order.
+
+    Every method is checked first (e.g. adam-cosine needs the optimizer's second moments), so a
+    method that cannot run stops the stage before anything is computed.
+    """
+    inputs = _inputs(run, cfg)
+    methods = estimators(cfg.influence)
+    for estimator in methods:
+        _guarded(dist, lambda estimator=estimator: estimator.check(estimator.select_checkpoints(list(inputs.checkpoints))))
+    results = {m.name: run_method(run, cfg, m, inputs, overwrite, dist) for m in methods}
+    first = results[methods[0].name]
+    return {
+        "epochs": first["epochs"],
+        "n_train": len(inputs.train),
+        "n_test": len(inputs.test),
+        "gradient_passes": first["passes"],
+        "seconds": round(sum(r["seconds"] for r in results.values()), 2),
+        "plan": first["plan"],
         "processes": dist.world,
+        "methods": results,
     }
 
 
 def _merge_stats(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts summed over ranks; times as the slowest rank's (they ran in parallel)."""
     out: dict[str, Any] = {"processes": len(per_rank)}
-    for key in ("gradient_passes", "train_passes", "test_passes"):
+    counts = sorted({k for r in per_rank for k in r if k.endswith("_passes")})
+    for key in counts:
         out[key] = int(sum(r.get(key, 0) for r in per_rank))
     out["wall_seconds"] = max(r.get("wall_seconds", 0.0) for r in per_rank)
     keys = sorted({k for r in per_rank for k in r.get("seconds", {})})
     out["seconds"] = {k: max(r.get("seconds", {}).get(k, 0.0) for r in per_rank) for k in keys}
+    if any("timing" in r for r in per_rank):
+        out["timing"] = per_rank[0].get("timing")
     return out

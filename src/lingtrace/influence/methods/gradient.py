@@ -1,0 +1,151 @@
+"""What the gradient-similarity methods share: per-example gradients, resident test gradients as
+terms (``influence/terms.py``), one inner product per term, the breakdown, and normalisation.
+
+A subclass chooses the normalisation (``normalise``) and may transform each batch's gradients
+before they are used (``transform``: adam-cosine's preconditioner).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from lingtrace.influence.context import CheckpointContext
+from lingtrace.influence.examples import Examples
+from lingtrace.influence.grads import BatchGrads, PerSampleGradients
+from lingtrace.influence.methods.base import BlockScores, Estimator, Memory, Resident
+from lingtrace.influence.options import InfluenceOptions, Tuning
+from lingtrace.influence.params import WORD_EMBEDDINGS
+from lingtrace.influence.plan import GROUP_PREFIX, SCORES
+from lingtrace.influence.projection import CountSketch
+from lingtrace.influence.terms import DenseTerm, PairsTerm, SketchTerm, Term, VocabTerm
+from lingtrace.influence.memory import available_memory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GradientResident(Resident):
+    terms: list[Term]
+
+
+class GradientEstimator(Estimator):
+    """Per-example gradient inner products over the selected parameters, exact unless a projection is set."""
+
+    #: whether the method honours influence.projection_dim
+    projects: bool = False
+
+    def __init__(self, options: InfluenceOptions, tuning: Tuning | None = None):
+        super().__init__(options, tuning)
+        self.projection_dim = options.projection_dim if self.projects else None
+        if options.projection_dim is not None and not self.projects:
+            log.warning("%s is exact: influence.projection_dim applies to tracin only", self.name)
+        self._breakdown = bool(options.breakdown) and self.projection_dim is None
+        self.ctx: CheckpointContext | None = None
+
+    @property
+    def breakdown(self) -> bool:
+        return self._breakdown
+
+    def projection(self):
+        if self.projection_dim is None:
+            return None
+        return {"kind": "countsketch", "dim": self.projection_dim, "seed": self.options.projection_seed}
+
+    # -- hooks ----------------------------------------------------------------
+    def transform(self, g: BatchGrads) -> BatchGrads:
+        """Change a batch's gradients before they are kept or scored (default: unchanged)."""
+        return g
+
+    def normalise(self, matrix: torch.Tensor, train_norm: torch.Tensor, test_norm: torch.Tensor) -> None:
+        """Turn [B x m] inner products into scores, in place."""
+        raise NotImplementedError
+
+    # -- the protocol -----------------------------------------------------------
+    def prepare(self, ctx):
+        self.ctx = ctx
+        self.psg = PerSampleGradients(ctx.model, ctx.selection, autocast_dtype=ctx.autocast, task=ctx.task)
+        self.groups = ctx.selection.dense_groups()
+        self.sketch = None
+        if self.projection_dim is not None:
+            numel = {n: ctx.selection.numel[n] for n in ctx.selection.dense_names}
+            self.sketch = CountSketch(self.projection_dim, self.options.projection_seed, numel)
+
+    def memory(self, avg_tokens):
+        ctx = self.ctx
+        itemsize = ctx.itemsize
+        dense = sum(ctx.selection.numel[n] for n in ctx.selection.dense_names)
+        emb = avg_tokens * ctx.hidden * itemsize if ctx.selection.word_embedding else 0.0
+        if self.projection_dim is not None:
+            per_test = self.projection_dim * itemsize
+        else:
+            per_test = dense * itemsize + emb
+        # one training batch: its per-example gradients and the transient copies made around them
+        per_train = dense * itemsize * (2 if ctx.device.type == "cuda" else 3) + 2 * emb
+        return Memory(per_test, per_train)
+
+    def outputs(self):
+        if not self.breakdown:
+            return [SCORES]
+        groups = [*self.groups] + ([WORD_EMBEDDINGS] if self.psg.with_emb else [])
+        return [SCORES] + [GROUP_PREFIX + g for g in groups]
+
+    def featurise(self, batch):
+        return self.transform(self.psg(batch))
+
+    def _embedding_method(self, chunk: Examples) -> str:
+        """``vocab`` on a GPU when it fits (no host synchronisation); ``pairs`` (memory-lean) otherwise."""
+        if self.tuning.embedding_method != "auto":
+            return self.tuning.embedding_method
+        ctx = self.ctx
+        if ctx.device.type != "cuda":
+            return "pairs"
+        need = VocabTerm.bytes_needed(len(chunk) + ctx.batch_size, chunk.ids, ctx.hidden, ctx.itemsize)
+        return "vocab" if need <= 0.25 * available_memory(ctx.device) else "pairs"
+
+    def _terms(self, chunk: Examples) -> list[Term]:
+        ctx, m = self.ctx, len(chunk)
+        if self.sketch is not None:
+            return [SketchTerm(m, self.sketch, ctx.dtype, ctx.device)]
+        terms: list[Term] = []
+        if self.psg.with_emb:  # first: the scores add the dense terms to it (the order of the sums is fixed)
+            if self._embedding_method(chunk) == "vocab":
+                terms.append(VocabTerm(m, chunk.ids, self.psg.vocab_size, ctx.hidden, ctx.dtype, ctx.device))
+            else:
+                terms.append(PairsTerm(m))
+        numel = {n: ctx.selection.numel[n] for n in self.psg.dense_names}
+        terms.append(DenseTerm(m, numel, self.groups, ctx.dtype, ctx.device))
+        return terms
+
+    def resident(self, chunk: Examples, features: Iterator[tuple[torch.Tensor, BatchGrads]]) -> GradientResident:
+        terms = self._terms(chunk)
+        sq = torch.zeros(len(chunk), dtype=torch.float64, device=self.ctx.device)
+        for idx, g in features:
+            sq[idx] = g.sq_norms()
+            for term in terms:
+                term.add(idx, g)
+        for term in terms:
+            term.seal()
+        return GradientResident(test_norm=sq.sqrt(), terms=terms)
+
+    def score(self, resident: GradientResident, g: BatchGrads) -> BlockScores:
+        dtype = self.ctx.dtype
+        groups: dict[str, torch.Tensor] = {}
+        scores = None
+        for term in resident.terms:
+            per_group, total = term.dots(g)
+            groups.update(per_group)
+            scores = total.to(dtype, copy=True) if scores is None else scores.add_(total.to(dtype))
+        train_norm = g.sq_norms().sqrt()
+        out = {SCORES: scores}
+        if self.breakdown:
+            out.update({GROUP_PREFIX + k: v.to(dtype) for k, v in groups.items()})
+        for matrix in out.values():
+            self.normalise(matrix, train_norm, resident.test_norm)
+        return BlockScores(out, train_norm)
+
+    def finish(self):
+        self.ctx = self.psg = self.sketch = None

@@ -1,0 +1,126 @@
+"""The influence options: one definition of every key of the ``influence`` config section.
+
+``InfluenceOptions`` is the config section (``lingtrace.config.InfluenceConfig`` is this class), the
+source of the CLI flags (each field's metadata holds its help text and, where there are, its
+choices) and what the influence engine and its methods read. Importing it needs no torch.
+
+Field metadata:
+
+* ``help``: one line for ``lingtrace config --help-keys`` and the CLI flag;
+* ``choices``: the allowed values (for list fields: of each element);
+* ``rerun``: a change of this key reruns a completed stage instead of being refused as a different
+  config; the stage keeps what still holds (``methods``: the stores of methods already computed);
+* ``new``: a key added after runs existed; at its default it is left out of the stage fingerprints,
+  so runs made before it existed keep their fingerprints.
+
+``Tuning`` holds the engine's API-only knobs: how the work is cut and reported. They are not config
+keys (the pipeline uses their defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lingtrace.errors import LingtraceError
+from lingtrace.influence.methods import DEFAULT_METHOD, method_names
+
+MODES = ("cosine", "dot", "train-normalised")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+CHECKPOINTS = ("trajectory", "all")
+EMBEDDING_METHODS = ("auto", "pairs", "vocab")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, choices=None, rerun=False, new=False):
+    """A dataclass field carrying the option's help text, choices and fingerprint rules."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "rerun": rerun, "new": new}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class InfluenceOptions:
+    mode: str = option("cosine", "cosine (paper: cosine per checkpoint, then summed), dot (plain TracIn), train-normalised", choices=MODES)
+    lr_weighted: bool = option(False, "dot mode: weight each checkpoint by its learning rate from the manifest")
+    params: list[str] = option(
+        help="parameter selection: empty = all trainable; otherwise fnmatch patterns on parameter names "
+        "or group names (embeddings, layer.N, head)",
+        factory=list,
+    )
+    breakdown: bool = option(True, "store the per-layer-group breakdown of the scores (word embeddings separately)")
+    batch_size: int = option(16, "training examples per per-sample-gradient batch")
+    test_chunk: int | None = option(None, "test examples whose gradients are kept resident at once (default: sized to memory)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    dtype: str = option("float32", "float32 or float64 for the gradient passes (bfloat16/float16: autocast on GPU)", choices=DTYPES)
+    checkpoints: str = option("trajectory", "trajectory (epochs up to the final model) or all (every saved epoch)", choices=CHECKPOINTS)
+    projection_dim: int | None = option(None, "random projection dimension (None = exact, the default)")
+    projection_seed: int = option(0, "seed of the random projection")
+    methods: list[str] = option(
+        help="influence methods to compute, one store each under RUN/influence/NAME/: tracin (the paper's), "
+        "adam-cosine (gradients preconditioned by AdamW's second moments), representation (cosine of the final "
+        "model's pooled representations), trak (CountSketch-projected gradients with the (K + lambda I)^-1 kernel preconditioner)",
+        factory=lambda: [DEFAULT_METHOD],
+        choices=method_names(),
+        rerun=True,
+        new=True,
+    )
+
+    def validate(self) -> None:
+        """Raise ``LingtraceError`` naming the first bad key."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if not choices:
+                continue
+            for v in value if isinstance(value, list) else [value]:
+                if v not in choices:
+                    label = f.name[:-1] if isinstance(value, list) else f.name  # "methods" -> "method"
+                    raise LingtraceError(
+                        f"unknown influence {label.replace('_', ' ')} {v!r}: influence.{f.name} must be one of {', '.join(choices)}"
+                    )
+        if not self.methods:
+            raise LingtraceError("influence.methods is empty", f"name at least one method, e.g. [{DEFAULT_METHOD}]")
+        if len(set(self.methods)) != len(self.methods):
+            raise LingtraceError(f"influence.methods has duplicates: {self.methods}")
+        if self.batch_size < 1 or (self.test_chunk is not None and self.test_chunk < 1):
+            raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise LingtraceError(f"influence.projection_dim must be at least 1, got {self.projection_dim}")
+
+
+def rerun_keys() -> set[str]:
+    """Keys of ``InfluenceOptions`` whose change reruns a completed stage (see the module docstring)."""
+    return {f.name for f in dataclasses.fields(InfluenceOptions) if f.metadata.get("rerun")}
+
+
+def fingerprint_view(section: dict[str, Any]) -> dict[str, Any]:
+    """The influence section as stage fingerprints see it: keys marked ``new`` left out at their default."""
+    defaults = InfluenceOptions()
+    return {
+        key: value
+        for key, value in section.items()
+        if not (key in _NEW_KEYS and value == getattr(defaults, key))
+    }
+
+
+_NEW_KEYS = {f.name for f in dataclasses.fields(InfluenceOptions) if f.metadata.get("new")}
+
+
+@dataclass
+class Tuning:
+    """How the engine cuts and reports the work (API only; none changes the scores beyond float rounding,
+    except ``trainable_only``)."""
+
+    trainable_only: bool = True  # False: also parameters frozen in training (they did not move)
+    shard_size: int | None = None  # training examples per shard (default: sized so partial matrices stay small)
+    sort_by_length: bool = True  # batch examples of similar length together (less padding)
+    embedding_method: str = "auto"  # word-embedding products: pairs (token matching), vocab (dense over the test vocabulary)
+    profile: bool = False  # on a GPU, synchronise around each part so the per-part seconds are exact
+    memory_fraction: float | None = None  # share of free memory for resident test features (default: 0.85 GPU, 0.5 CPU)
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.embedding_method not in EMBEDDING_METHODS:
+            raise ValueError(f"embedding_method must be one of {', '.join(EMBEDDING_METHODS)}")
