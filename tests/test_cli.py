@@ -275,3 +275,23 @@ analysis: {{k: 5}}
         encoding="utf-8",
     )
     return cfg
+
+
+def test_influence_flags_are_generated_from_the_options_dataclass():
+    """Every InfluenceOptions field has a flag with its help text; repeated and comma-separated list flags join."""
+    import dataclasses
+
+    from lingtrace.cli import _flag_overrides, build_parser
+    from lingtrace.config import Config, apply_overrides
+    from lingtrace.influence.options import InfluenceOptions
+
+    parser = build_parser()
+    text = parser._subparsers._group_actions[0].choices["influence"].format_help()
+    for f in dataclasses.fields(InfluenceOptions):
+        assert "--" + f.name.replace("_", "-") in text
+    args = parser.parse_args(["influence", "r", "--method", "tracin,trak", "--method", "representation", "--no-breakdown", "--batch-size", "8", "--mode", "dot"])
+    cfg = apply_overrides(Config(), _flag_overrides(args))
+    assert cfg.influence.methods == ["tracin", "trak", "representation"]
+    assert cfg.influence.breakdown is False and cfg.influence.batch_size == 8 and cfg.influence.mode == "dot"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["influence", "r", "--mode", "nonsense"])

@@ -30,37 +30,48 @@ def _add_common(p: argparse.ArgumentParser, run_arg: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
-#: influence flags -> config keys (shortcuts for --set influence.KEY=VALUE)
-INFLUENCE_FLAGS = {
-    "mode": "mode",
-    "params": "params",
-    "batch_size": "batch_size",
-    "device": "device",
-    "dtype": "dtype",
-    "test_chunk": "test_chunk",
-    "checkpoints": "checkpoints",
-    "projection_dim": "projection_dim",
-}
+#: influence options that get a short alias besides --NAME (``--method tracin --method trak``)
+INFLUENCE_ALIASES = {"methods": "--method"}
+
+
+def _influence_fields():
+    import dataclasses
+
+    from lingtrace.influence.options import InfluenceOptions
+
+    return dataclasses.fields(InfluenceOptions)
 
 
 def _add_influence_options(p: argparse.ArgumentParser) -> None:
+    """One flag per ``InfluenceOptions`` field, from its metadata (help text, choices): an option is defined once."""
     g = p.add_argument_group("influence options (shortcuts for --set influence.KEY=VALUE)")
-    g.add_argument("--mode", choices=["cosine", "dot", "train-normalised"], help="score: cosine per checkpoint then summed (default, the paper's), dot (plain TracIn), train-normalised")
-    g.add_argument("--params", metavar="PATTERNS", help="comma-separated parameter-name patterns or groups (word_embeddings, embeddings, layer.N, head; !X excludes); default: all trained parameters")
-    g.add_argument("--batch-size", type=int, help="training examples per per-example-gradient batch")
-    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], help="precision of the gradient passes (bfloat16/float16: autocast on a GPU)")
-    g.add_argument("--test-chunk", type=int, help="test examples whose gradients stay resident at once (default: sized to free memory)")
-    g.add_argument("--checkpoints", choices=["trajectory", "all"], help="epochs up to the final model (default) or every saved epoch")
-    g.add_argument("--projection-dim", type=int, help="random projection (CountSketch) to this dimension instead of exact scores")
+    for f in _influence_fields():
+        flags = [INFLUENCE_ALIASES[f.name]] if f.name in INFLUENCE_ALIASES else []
+        flags.append("--" + f.name.replace("_", "-"))
+        dest = f"influence_{f.name}"
+        helptext = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        kind = str(f.type)
+        if kind == "bool":
+            g.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        elif kind.startswith("list"):
+            extra = f" (comma-separated or repeated; one of: {', '.join(choices)})" if choices else " (comma-separated or repeated)"
+            g.add_argument(*flags, dest=dest, action="append", metavar="VALUES", help=helptext + extra)
+        else:
+            g.add_argument(*flags, dest=dest, choices=list(choices) if choices else None, metavar=None if choices else "VALUE", help=helptext)
 
 
 def _flag_overrides(args) -> list[str]:
     out = []
-    for attr, key in INFLUENCE_FLAGS.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.append(f"influence.{key}={value}")
+    for f in _influence_fields():
+        value = getattr(args, f"influence_{f.name}", None)
+        if value is None:
+            continue
+        if isinstance(value, list):  # repeated list flag: join the pieces (each may itself be comma-separated)
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        out.append(f"influence.{f.name}={value}")
     return out
 
 
