@@ -8,15 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from lingtrace.config import Config, apply_overrides, preset
 from lingtrace.errors import LingtraceError
 from lingtrace.influence import store
-from lingtrace.influence.methods.adam_cosine import SECOND_MOMENTS_FILE, SECOND_MOMENTS_FORMAT
+from lingtrace.influence.methods.adam_cosine import SECOND_MOMENTS_FILE
 from lingtrace.influence.store import load_scores
-from lingtrace.influence.tracin import checkpoint_factory
 from lingtrace.io import read_json, write_json
 from lingtrace.pipeline import run_stages
 from lingtrace.run import RunDir, fingerprint
@@ -50,16 +47,23 @@ def _count_puts(monkeypatch):
     return written
 
 
-def _write_second_moments(run):
-    """Second-moment files in the training contract's format for every checkpoint (values made up:
-    the method's correctness is tested against autograd elsewhere)."""
-    gen = torch.Generator().manual_seed(0)
+def _hide_second_moments(run, aside):
+    """Move the second-moment files training wrote out of the checkpoints (a run trained before training
+    saved them); returns the function that puts them back."""
+    moved = []
     for record in read_json(run.manifest_path)["epochs"]:
-        directory = run.checkpoints_dir / record["path"]
-        model = checkpoint_factory()(directory)
-        moments = {n: torch.rand(p.shape, generator=gen) * 1e-4 + 1e-7 for n, p in model.named_parameters() if p.requires_grad}
-        meta = {"step": str(record["steps"]), "beta1": "0.9", "beta2": "0.999", "eps": "1e-08", "lr": "0.003", "weight_decay": "0.01", "format": SECOND_MOMENTS_FORMAT}
-        save_file(moments, str(directory / SECOND_MOMENTS_FILE), metadata=meta)
+        source = run.checkpoints_dir / record["path"] / SECOND_MOMENTS_FILE
+        assert source.exists()  # training writes them
+        target = aside / record["path"]
+        target.mkdir(parents=True)
+        shutil.move(source, target / SECOND_MOMENTS_FILE)
+        moved.append((target / SECOND_MOMENTS_FILE, source))
+
+    def restore():
+        for target, source in moved:
+            shutil.move(target, source)
+
+    return restore
 
 
 def _stamps(directory):
@@ -92,6 +96,7 @@ def test_several_methods_one_store_each_and_an_added_method_alone(trained_run, t
     assert info["representation"]["store"] == "influence/representation"
 
     # adding a method that cannot run (no second moments) fails clearly and touches no other store
+    restore_second_moments = _hide_second_moments(run, tmp_path / "aside")
     stamps = {m: _stamps(run.influence_store(m)) for m in ("tracin", "representation")}
     three = _with_methods(cfg, "tracin", "representation", "adam-cosine")
     with pytest.raises(LingtraceError, match="no optimizer second moments.*fix: retrain"):
@@ -101,7 +106,7 @@ def test_several_methods_one_store_each_and_an_added_method_alone(trained_run, t
     assert load_scores(run).meta["complete"] and load_scores(run, method="representation").meta["complete"]
 
     # with the moments there, rerunning computes the added method only
-    _write_second_moments(run)
+    restore_second_moments()
     written = _count_puts(monkeypatch)
     run_stages(run, three, ["influence"])
     assert written and set(written) == {run.influence_store("adam-cosine")}

@@ -22,10 +22,13 @@ from lingtrace.errors import LingtraceError
 from lingtrace.influence.options import InfluenceOptions
 
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING):
+def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING, new: bool = False):
+    """A config field with its help text. ``new``: a key added after runs existed; at its default it is left
+    out of the stage fingerprints (``fingerprint_view``), so runs made before it existed keep theirs."""
+    meta = {"help": help, "new": new}
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class DataConfig:
     drop_invalid: bool = _f(
         False,
         "drop rows with a missing or empty label, or with no text, and log how many (default: such rows stop `prepare`)",
+        new=True,
     )
     num_labels: int | None = _f(None, "set by `prepare` from the task; leave empty")
 
@@ -156,6 +160,17 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def fingerprint_view(self, sections: tuple[str, ...] | list[str]) -> dict[str, Any]:
+        """The given sections as stage fingerprints see them: keys marked ``new`` left out at their default."""
+        out = {}
+        for name in sections:
+            section = getattr(self, name)
+            defaults = dataclasses.asdict(type(section)())
+            values = dataclasses.asdict(section)
+            added = {f.name for f in dataclasses.fields(section) if f.metadata.get("new")}
+            out[name] = {key: value for key, value in values.items() if not (key in added and value == defaults[key])}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:

@@ -29,7 +29,7 @@ from typing import Any
 from lingtrace.config import Config, validate
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.methods import DEFAULT_METHOD
-from lingtrace.influence.options import fingerprint_view, rerun_keys
+from lingtrace.influence.options import rerun_keys
 from lingtrace.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -184,9 +184,7 @@ class RunDir:
 
     # stages ----------------------------------------------------------------
     def stage_config(self, cfg: Config, stage: str) -> dict[str, Any]:
-        d = cfg.to_dict()
-        d["influence"] = fingerprint_view(d["influence"])  # keys added later leave old fingerprints alone
-        return {s: d[s] for s in STAGES[stage]}
+        return cfg.fingerprint_view(STAGES[stage])  # keys added later leave old fingerprints alone
 
     def is_complete(self, stage: str) -> bool:
         return self.stage_marker(stage).exists()

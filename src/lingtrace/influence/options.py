@@ -95,19 +95,6 @@ def rerun_keys() -> set[str]:
     return {f.name for f in dataclasses.fields(InfluenceOptions) if f.metadata.get("rerun")}
 
 
-def fingerprint_view(section: dict[str, Any]) -> dict[str, Any]:
-    """The influence section as stage fingerprints see it: keys marked ``new`` left out at their default."""
-    defaults = InfluenceOptions()
-    return {
-        key: value
-        for key, value in section.items()
-        if not (key in _NEW_KEYS and value == getattr(defaults, key))
-    }
-
-
-_NEW_KEYS = {f.name for f in dataclasses.fields(InfluenceOptions) if f.metadata.get("new")}
-
-
 @dataclass
 class Tuning:
     """How the engine cuts and reports the work (API only; none changes the scores beyond float rounding,
