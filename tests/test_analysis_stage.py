@@ -22,8 +22,9 @@ def synthetic(tmp_path):
     return make_synthetic_run(tmp_path / "run", languages=("de", "fr", "ru", "zh", "ko"), n_items=24, test_per_lang=3, epochs=3, k=6)
 
 
-def _tables(run) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(run.analysis_dir / spec.file) for name, spec in T.TABLES.items() if (run.analysis_dir / spec.file).exists()}
+def _tables(run, method: str = "tracin") -> dict[str, pd.DataFrame]:
+    folder = run.analysis_dir / method
+    return {name: pd.read_parquet(folder / spec.file) for name, spec in T.TABLES.items() if (folder / spec.file).exists()}
 
 
 def test_analyze_writes_every_documented_table(synthetic):
@@ -35,8 +36,9 @@ def test_analyze_writes_every_documented_table(synthetic):
     for name, frame in tables.items():
         assert list(frame.columns) == list(T.TABLES[name].columns), name
         assert len(frame) > 0, name
-    summary = read_json(run.analysis_dir / T.SUMMARY)
-    assert summary["not_applicable"] == {}
+    summary = read_json(run.analysis_dir / "tracin" / T.SUMMARY)
+    assert summary["not_applicable"] == {} and summary["method"] == "tracin"
+    assert read_json(run.analysis_dir / T.SUMMARY)["methods"] == ["tracin"]
     assert summary["epochs"] == [1, 2, 3] and summary["k"] == 6 and summary["n_test"] == 15
     assert {n: v["rows"] for n, v in summary["tables"].items()} == {n: len(f) for n, f in tables.items()}
     assert not [p for p in run.root.iterdir() if p.name.startswith(".analysis")]  # no temporary folder left
@@ -82,29 +84,29 @@ def test_analyze_tables_agree_with_a_brute_force_pass_over_the_store(synthetic):
 def test_analyze_records_analyses_that_do_not_apply(tmp_path):
     run, cfg = make_synthetic_run(tmp_path / "run", n_items=12, test_per_lang=2, epochs=1, k=4, parallel=False, breakdown=False)
     run_stages(run, cfg, ["analyze"])
-    summary = read_json(run.analysis_dir / T.SUMMARY)
+    summary = read_json(run.analysis_dir / "tracin" / T.SUMMARY)
     assert set(summary["not_applicable"]) == {"translation_overlap", "dynamics_wilcoxon", "word_embedding_share"}
     assert "not a parallel task" in summary["not_applicable"]["translation_overlap"]
     assert "at least two" in summary["not_applicable"]["dynamics_wilcoxon"]
     assert "breakdown" in summary["not_applicable"]["word_embedding_share"]
     for name in summary["not_applicable"]:
-        assert not (run.analysis_dir / T.TABLES[name].file).exists()  # no table of zeros
-    assert (run.analysis_dir / "topk.parquet").exists()
+        assert not (run.analysis_dir / "tracin" / T.TABLES[name].file).exists()  # no table of zeros
+    assert (run.analysis_dir / "tracin" / "topk.parquet").exists()
 
 
 def test_analyze_is_skipped_when_complete_refused_when_changed_and_redone_with_overwrite(synthetic, capsys):
     run, cfg = synthetic
     assert main(["analyze", str(run.root), "-q"]) == 0
-    stamp = (run.analysis_dir / "topk.parquet").stat().st_mtime_ns
+    stamp = (run.analysis_dir / "tracin" / "topk.parquet").stat().st_mtime_ns
     assert main(["analyze", str(run.root), "-q"]) == 0
-    assert (run.analysis_dir / "topk.parquet").stat().st_mtime_ns == stamp
+    assert (run.analysis_dir / "tracin" / "topk.parquet").stat().st_mtime_ns == stamp
     capsys.readouterr()
     assert main(["analyze", str(run.root), "--set", "analysis.k=3", "-q"]) == 2
     err = capsys.readouterr().err
     assert "analysis.k" in err and "--overwrite" in err and err.count("\n") == 1
-    assert (run.analysis_dir / "topk.parquet").stat().st_mtime_ns == stamp
+    assert (run.analysis_dir / "tracin" / "topk.parquet").stat().st_mtime_ns == stamp
     assert main(["analyze", str(run.root), "--set", "analysis.k=3", "--overwrite", "-q"]) == 0
-    assert pd.read_parquet(run.analysis_dir / "topk.parquet")["rank"].max() == 3
+    assert pd.read_parquet(run.analysis_dir / "tracin" / "topk.parquet")["rank"].max() == 3
     capsys.readouterr()
     assert main(["analyze", str(run.root), "--set", "analysis.browser_k=0", "-q"]) == 2
     assert "analysis.browser_k" in capsys.readouterr().err
@@ -115,7 +117,7 @@ def test_an_interrupted_analyze_keeps_the_previous_tables(synthetic, monkeypatch
 
     run, cfg = synthetic
     run_stages(run, cfg, ["analyze"])
-    before = pd.read_parquet(run.analysis_dir / "language_shares.parquet")
+    before = pd.read_parquet(run.analysis_dir / "tracin" / "language_shares.parquet")
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
@@ -124,7 +126,7 @@ def test_an_interrupted_analyze_keeps_the_previous_tables(synthetic, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         run_stages(run, cfg, ["analyze"], overwrite=True)
     assert not run.is_complete("analyze")
-    pd.testing.assert_frame_equal(pd.read_parquet(run.analysis_dir / "language_shares.parquet"), before)
+    pd.testing.assert_frame_equal(pd.read_parquet(run.analysis_dir / "tracin" / "language_shares.parquet"), before)
     assert not [p for p in run.root.iterdir() if p.name.startswith(".analysis")]
 
 

@@ -42,11 +42,12 @@ def test_report_is_one_self_contained_page_with_every_section(reported):
     refs = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert refs and all(r.startswith(("data:", "#")) for r in refs), [r for r in refs if not r.startswith(("data:", "#"))]
     assert "http://" not in page and "https://" not in page
-    figures = sorted(p.name for p in (run.report_dir / "figures").iterdir())
+    figures = sorted(str(p.relative_to(run.report_dir / "figures")) for p in (run.report_dir / "figures").rglob("*.png"))
     assert figures == sorted(
-        f"{n}.png"
-        for n in [
-            "dev_accuracy",
+        ["dev_accuracy.png"]
+        + [
+            f"tracin/{n}.png"
+            for n in [
             "language_shares",
             "average_influence",
             "translation_overlap",
@@ -56,9 +57,10 @@ def test_report_is_one_self_contained_page_with_every_section(reported):
             "score_distributions",
             "script_purity",
             "word_embedding_share",
+            ]
         ]
     )
-    for f in (run.report_dir / "figures").iterdir():
+    for f in (run.report_dir / "figures").rglob("*.png"):
         assert f.read_bytes().startswith(PNG)
     assert page.count('src="data:image/png;base64,') == len(figures)
     assert "&quot;analysis&quot;: {" in page and "&quot;k&quot;: 6" in page  # the config section
@@ -67,7 +69,7 @@ def test_report_is_one_self_contained_page_with_every_section(reported):
 def test_report_readings_are_computed_from_the_tables(reported):
     run, cfg = reported
     page = (run.report_dir / "index.html").read_text(encoding="utf-8")
-    inl = pd.read_parquet(run.analysis_dir / "in_language_share.parquet")
+    inl = pd.read_parquet(run.analysis_dir / "tracin" / "in_language_share.parquet")
     overall = inl[(inl["epoch"] == 0) & (inl["direction"] == "positive") & (inl["test_lang"] == "all")]["share"].item()
     sentence = readings.language_shares(inl, 6)
     assert f"On average {overall:.0f}% of a test example's 6 most positively influential" in sentence
@@ -81,11 +83,14 @@ def test_report_browser_data_covers_every_test_example(reported):
     selected = pd.read_parquet(run.selection_path)
     assert [t["uid"] for t in data["tests"]] == selected["uid"].tolist()
     assert data["languages"] == ["de", "fr", "ru", "zh", "ko"]
+    assert data["methods"] == ["tracin"] and data["method"] == "tracin"
     first = data["tests"][0]
-    assert len(first["pos"]) == len(first["neg"]) == min(cfg.analysis.browser_k, cfg.analysis.k)
-    topk = pd.read_parquet(run.analysis_dir / "topk.parquet")
+    lists = first["by_method"]["tracin"]
+    assert len(lists["pos"]) == len(lists["neg"]) == min(cfg.analysis.browser_k, cfg.analysis.k)
+    topk = pd.read_parquet(run.analysis_dir / "tracin" / "topk.parquet")
     top1 = topk[(topk["epoch"] == 0) & (topk["direction"] == "positive") & (topk["test_uid"] == first["uid"]) & (topk["rank"] == 1)].iloc[0]
-    uid, lang, text, label, score = first["pos"][0]
+    uid, score = lists["pos"][0]
+    lang, text, label = data["train"][uid]
     train = pd.read_parquet(run.split_path("train")).set_index("uid")
     assert (uid, lang, text, score) == (top1["train_uid"], top1["train_lang"], train.loc[uid, "text_a"], pytest.approx(top1["score"]))
     assert label in {"smileys-emotion", "animals-nature", "food-drink", "travel-places", "objects"}
@@ -95,12 +100,12 @@ def test_report_shows_why_an_analysis_does_not_apply(tmp_path):
     run, cfg = make_synthetic_run(tmp_path / "run", n_items=12, test_per_lang=2, epochs=1, k=4, parallel=False, breakdown=False)
     run_stages(run, cfg, ["analyze", "report"])
     page = (run.report_dir / "index.html").read_text(encoding="utf-8")
-    summary = json.loads((run.analysis_dir / T.SUMMARY).read_text())
+    summary = json.loads((run.analysis_dir / "tracin" / T.SUMMARY).read_text())
     for name, why in summary["not_applicable"].items():
         assert why.replace("'", "&#x27;") in page, name
     assert page.count("Does not apply to this run") == 3
-    assert not (run.report_dir / "figures" / "translation_overlap.png").exists()
-    assert not (run.report_dir / "figures" / "wilcoxon.png").exists()
+    assert not (run.report_dir / "figures" / "tracin" / "translation_overlap.png").exists()
+    assert not (run.report_dir / "figures" / "tracin" / "wilcoxon.png").exists()
 
 
 def test_report_cli_and_missing_analysis_error(tmp_path, capsys):

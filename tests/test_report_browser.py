@@ -70,7 +70,7 @@ def test_report_renders_without_errors_and_the_browser_works(report, tmp_path):
     n_test = len(pd.read_parquet(run.selection_path))
     assert res.values["cards"] == n_test
     assert res.values["count"] == f"{n_test} of {n_test} test examples"
-    assert res.values["images"] == len(list((run.report_dir / "figures").iterdir())) and res.values["broken_images"] == 0
+    assert res.values["images"] == len(list((run.report_dir / "figures").rglob("*.png"))) and res.values["broken_images"] == 0
     assert res.values["opened_rows"] == 2 * min(cfg.analysis.browser_k, cfg.analysis.k)
     assert res.values["ru_only"] == ["ru"] * 3
     assert res.values["search"] == 3
