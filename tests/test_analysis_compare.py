@@ -166,9 +166,8 @@ def test_findings_say_which_conclusions_hold_under_every_method(per_method):
     res = compare_methods(per_method, n_train=6, parallel=True, languages=LANGS)
     findings = R.method_findings(res.tables, ["A", "B", "C"], "A")
     above, highest, other, reinforcing, overlap = findings
-    # A: de 50 % > 33 % chance, fr 0 %: one of two; B puts fr at 100 %: the conclusion depends on the method
-    assert above.holds is False and "1 of 2 test languages" in above.text and "B puts fr above chance (100% ± 0" in above.text
-    assert "C puts" not in above.text
+    # one test example per language: no t-test against chance, every language "cannot be told from chance"
+    assert above.holds is True and "0 of 2 test languages" in above.text and "de, fr cannot be told from chance" in above.text
     # highest in-language share: de under A (and C), fr under B
     assert highest.holds is False and "is de under A" in highest.text and "fr under B" in highest.text
     # de -> fr under every method; fr -> de under A and C, a de/ru tie under B (de counts)
@@ -177,8 +176,45 @@ def test_findings_say_which_conclusions_hold_under_every_method(per_method):
     assert reinforcing.holds is False and "mostly complement" in reinforcing.text and "under B they" in reinforcing.text
     assert overlap.holds is None and "from 25% (A vs B)" in overlap.text and "to 100% (A vs C)" in overlap.text
     assert R.method_reading(findings, ["A", "B", "C"]) == (
-        "1 of the 4 conclusions checked below hold under all 3 methods (A, B, C); 3 depend on the method."
+        "2 of the 4 conclusions checked below hold under all 3 methods (A, B, C); 2 depend on the method."
     )
     same = R.method_findings(compare_methods({"A": per_method["A"], "C": per_method["C"]}, 6, True, LANGS).tables, ["A", "C"], "A")
     assert all(f.holds in (True, None) for f in same)
-    assert R.method_reading(same, ["A", "C"]).startswith("Every one of the 4 conclusions checked below holds under all 2 methods")
+    assert R.method_reading(same, ["A", "C"]) == "Every one of the 4 conclusions checked below holds under both methods (A, C)."
+
+
+def test_the_test_against_chance_is_scipys_one_sample_t_test():
+    from scipy import stats
+
+    from lingtrace.analysis.compare import versus_chance
+
+    for values, chance in (([50.0, 100.0, 0.0, 50.0], 100 / 3), ([10.0, 20.0, 30.0], 5.0), ([40.0, 42.0, 38.0, 41.0, 39.5], 40.0)):
+        v = np.array(values)
+        expected = stats.ttest_1samp(v, chance).pvalue
+        assert versus_chance([v.mean()], [v.std()], [len(v)], [chance])[0] == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(versus_chance([50.0, 50.0], [0.0, 10.0], [3, 1], [20.0, 20.0])).all()  # no spread; one value
+
+
+def test_in_language_findings_use_the_test_against_chance():
+    inl = pd.DataFrame(
+        [
+            # method, test_lang, share, p_vs_chance; chance 20 %
+            ("R", "de", 60.0, 0.001),
+            ("R", "fr", 25.0, 0.5),
+            ("R", "ru", 5.0, 0.02),
+            ("M", "de", 55.0, 0.001),
+            ("M", "fr", 40.0, 0.01),
+            ("M", "ru", 10.0, 0.03),
+            ("N", "de", 30.0, 0.2),
+            ("N", "fr", 22.0, 0.7),
+            ("N", "ru", 8.0, 0.04),
+        ],
+        columns=["method", "test_lang", "share", "p_vs_chance"],
+    ).assign(direction=POSITIVE, train_fraction=20.0)
+    above, highest = R.in_language_findings(inl, ["R", "M", "N"], "R")
+    assert above.holds is False
+    assert above.text.startswith("Under R, 1 of 3 test languages draw more of their positively influential examples from their own language than chance would (de;")
+    assert "fr cannot be told from chance; ru below chance" in above.text
+    assert "M puts fr above chance (40% vs 20%, p = 0.01)" in above.text and "N puts de at chance (30% vs 20%, p = 0.2)" in above.text
+    assert "ru" not in above.text.split("but")[1]  # ru is below chance under every method
+    assert highest.holds is True and "is de under R; so under every method" in highest.text

@@ -201,7 +201,18 @@ def test_analyze_runs_every_analysis_for_every_method_and_compares_them(three_me
     for method in METHODS:
         own = _tables(run, method)["in_language_share"]
         own = own[own["epoch"] == SUMMED].drop(columns="epoch").reset_index(drop=True)
-        pd.testing.assert_frame_equal(inl[inl["method"] == method].drop(columns="method").reset_index(drop=True), own)
+        mine = inl[inl["method"] == method].drop(columns=["method", "p_vs_chance"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, own)
+    # the test against chance: scipy's one-sample t-test on the test examples' in-language %
+    from scipy import stats
+
+    from lingtrace.analysis.shares import per_example_in_language_share
+
+    topk = _tables(run, "adam-cosine")["topk"]
+    per = per_example_in_language_share(topk[(topk["epoch"] == SUMMED) & (topk["direction"] == POSITIVE)])
+    row = inl[(inl["method"] == "adam-cosine") & (inl["direction"] == POSITIVE) & (inl["test_lang"] == "ru")].iloc[0]
+    values = per[per["test_lang"] == "ru"]["value"].to_numpy()
+    assert values.std() > 0 and row["p_vs_chance"] == pytest.approx(stats.ttest_1samp(values, 25.0).pvalue)
     # top-k overlap from the stores directly: set intersections of numpy's top-5 of the summed scores
     per_example = comparison["methods_topk_overlap"]
     a, b = load_scores(run, method="tracin"), load_scores(run, method="representation")

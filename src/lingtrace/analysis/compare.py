@@ -19,6 +19,7 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from lingtrace.analysis import tables as T
 from lingtrace.analysis.common import ALL, DIRECTIONS, SUMMED, describe, language_order, sort_table
@@ -34,8 +35,25 @@ def _stack(per_method: Mapping[str, pd.DataFrame], columns: Sequence[str]) -> pd
 
 
 def in_language_by_method(in_language: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The ``methods_in_language_share`` table from each method's ``in_language_share`` table."""
-    return _stack({m: f[f["epoch"] == SUMMED] for m, f in in_language.items()}, T.METHODS_IN_LANGUAGE_SHARE.columns)
+    """The ``methods_in_language_share`` table from each method's ``in_language_share`` table, with
+    ``p_vs_chance`` (``versus_chance``)."""
+    out = _stack({m: f[f["epoch"] == SUMMED] for m, f in in_language.items()}, list(T.METHODS_IN_LANGUAGE_SHARE.columns)[:-1])
+    p = versus_chance(out["share"], out["share_std"], out["n_test"], out["train_fraction"])
+    # over all test examples the chance level differs between the test examples: no single-sample test
+    out["p_vs_chance"] = np.where(out["test_lang"] == ALL, np.nan, p)
+    return out
+
+
+def versus_chance(mean, std, n, chance) -> np.ndarray:
+    """Two-sided p-value of a one-sample t-test of per-example values against ``chance``, from their
+    ``mean``, population ``std`` and number ``n`` (what ``scipy.stats.ttest_1samp(values, chance)``
+    gives on the values themselves); NaN with fewer than two values or when every value is the same."""
+    mean, std, n, chance = (np.asarray(x, dtype=np.float64) for x in (mean, std, n, chance))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sample_std = std * np.sqrt(n / (n - 1))
+        t = (mean - chance) / (sample_std / np.sqrt(n))
+        p = 2 * stats.t.sf(np.abs(t), n - 1)
+    return np.where((n >= 2) & (std > 0), p, np.nan)
 
 
 def top_other_language(shares: Mapping[str, pd.DataFrame], languages: Sequence[str] | None = None) -> pd.DataFrame:

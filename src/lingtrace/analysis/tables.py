@@ -267,7 +267,13 @@ METHODS_IN_LANGUAGE_SHARE = TableSpec(
     "In-language share per method",
     "the diagonal of Fig. 2, per method",
     "The in-language share (in_language_share at epoch 0) side by side for every method. " + _COMPARED,
-    {"method": "influence method", **_without(IN_LANGUAGE_SHARE.columns, "epoch")},
+    {
+        "method": "influence method",
+        **_without(IN_LANGUAGE_SHARE.columns, "epoch"),
+        "p_vs_chance": "two-sided p-value of a one-sample t-test of the test examples' in-language % against "
+        "train_fraction (scipy.stats.ttest_1samp); empty for all (the chance level differs between its test examples), "
+        "with fewer than two test examples or with no spread",
+    },
     folder="comparison",
 )
 METHODS_TOP_OTHER_LANGUAGE = TableSpec(

@@ -192,31 +192,46 @@ def _names(items) -> str:
     return ", ".join(items) if items else "none"
 
 
+#: the level below which a difference from chance counts as one (two-sided t-test)
+ALPHA = 0.05
+
+
+def chance_verdict(row) -> str:
+    """``above`` / ``below`` chance when the t-test says so at ``ALPHA``, else ``at chance``."""
+    p = row["p_vs_chance"]
+    if p is None or not (p < ALPHA):  # NaN: too few test examples to tell
+        return "at chance"
+    return "above" if row["share"] > row["train_fraction"] else "below"
+
+
 def in_language_findings(inl: pd.DataFrame, methods: Sequence[str], reference: str) -> list[Finding]:
-    """Which test languages draw more of their positive top-k from their own language than chance, and
-    which has the highest in-language share: the reference method's answer, checked under every method."""
+    """Which test languages draw more of their positive top-k from their own language than chance (a
+    one-sample t-test, p < ``ALPHA``), and which has the highest in-language share: the reference
+    method's answer, checked under every method."""
     sel = inl[(inl["direction"] == POSITIVE) & (inl["test_lang"] != ALL)]
     ref = sel[sel["method"] == reference]
     if ref.empty:
         return []
-    above = {r.test_lang: bool(r.share > r.train_fraction) for r in ref.itertuples()}
+    verdicts = {r["test_lang"]: chance_verdict(r) for _, r in ref.iterrows()}
     differ = []
     for method in methods:
         if method == reference:
             continue
-        for r in sel[sel["method"] == method].itertuples():
-            if r.test_lang in above and bool(r.share > r.train_fraction) != above[r.test_lang]:
-                where = "above" if r.share > r.train_fraction else "at or below"
-                error = r.share_std / math.sqrt(r.n_test) if r.n_test else float("nan")
-                differ.append(
-                    f"{method} puts {r.test_lang} {where} chance ({_pct(r.share)} ± {error:.0f} standard error, n = {r.n_test}, "
-                    f"vs {_pct(r.train_fraction)})"
-                )
-    langs = [lang for lang, v in above.items() if v]
+        for _, r in sel[sel["method"] == method].iterrows():
+            verdict = chance_verdict(r)
+            if r["test_lang"] in verdicts and verdict != verdicts[r["test_lang"]]:
+                where = "at chance" if verdict == "at chance" else f"{verdict} chance"
+                differ.append(f"{method} puts {r['test_lang']} {where} ({_pct(r['share'])} vs {_pct(r['train_fraction'])}, {_p(r['p_vs_chance'])})")
+    above = [lang for lang, v in verdicts.items() if v == "above"]
+    rest = {v: [lang for lang, w in verdicts.items() if w == v] for v in ("at chance", "below")}
     text = (
-        f"Under {reference}, {len(langs)} of {len(above)} test languages draw more of their positively influential "
-        f"examples from their own language than chance would ({_names(langs)})"
+        f"Under {reference}, {len(above)} of {len(verdicts)} test languages draw more of their positively influential "
+        f"examples from their own language than chance would ({_names(above)}; t-test against chance, p < {ALPHA:g})"
     )
+    if rest["at chance"]:
+        text += f"; {_names(rest['at chance'])} cannot be told from chance"
+    if rest["below"]:
+        text += f"; {_names(rest['below'])} below chance"
     out = [Finding(text + ("; so under every method." if not differ else "; but " + "; ".join(differ) + "."), not differ)]
     top = {m: sub.loc[sub["share"].idxmax(), "test_lang"] for m, sub in sel.groupby("method", sort=False) if not sub.empty}
     others = {m: lang for m, lang in top.items() if m != reference and lang != top[reference]}
@@ -316,11 +331,11 @@ def method_reading(findings: Sequence[Finding], methods: Sequence[str]) -> str:
     if not checked:
         return "There is no conclusion to compare."
     held = sum(f.holds for f in checked)
+    every = f"both methods ({', '.join(methods)})" if len(methods) == 2 else f"all {len(methods)} methods ({', '.join(methods)})"
     if held == len(checked):
-        return f"Every one of the {len(checked)} conclusions checked below holds under all {len(methods)} methods ({', '.join(methods)})."
+        return f"Every one of the {len(checked)} conclusions checked below holds under {every}."
     if held == 0:
-        return f"None of the {len(checked)} conclusions checked below holds under all {len(methods)} methods ({', '.join(methods)}): they depend on the method."
-    return (
-        f"{held} of the {len(checked)} conclusions checked below hold under all {len(methods)} methods ({', '.join(methods)}); "
-        f"{len(checked) - held} depend on the method."
-    )
+        return f"None of the {len(checked)} conclusions checked below holds under {every}: they depend on the method."
+    verb = "holds" if held == 1 else "hold"
+    other = "depends" if len(checked) - held == 1 else "depend"
+    return f"{held} of the {len(checked)} conclusions checked below {verb} under {every}; {len(checked) - held} {other} on the method."

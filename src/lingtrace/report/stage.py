@@ -563,10 +563,15 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
         p = _by_method(pos, "share", rows, methods)
         p["chance"] = pos.drop_duplicates("test_lang").set_index("test_lang")["train_fraction"].reindex(p.index)
         neg = _by_method(inl[inl["direction"] == NEGATIVE], "share", rows, methods)
+        pvals = _by_method(pos[pos["test_lang"] != ALL], "p_vs_chance", test_order, methods)
         parts += [
             "<h3>In-language share of the positive top-k (the diagonal of Fig. 2)</h3>",
             figure(figs.get("methods_in_language_share"), "in-language share per method", "Bars: one per method; black marks: chance (the share of the training data)."),
             table_html(p, index=True, formats=_pct_formats(p)),
+            more(
+                f"Above chance? Two-sided one-sample t-test of the test examples' in-language % against chance (p < {R.ALPHA:g} counts)",
+                table_html(pvals, index=True, formats={c: pvalue for c in pvals.columns}),
+            ),
             more("Negative top-k", table_html(neg, index=True, formats=_pct_formats(neg))),
             _comparison_doc(T.METHODS_IN_LANGUAGE_SHARE),
         ]
