@@ -225,7 +225,7 @@ def in_language_findings(inl: pd.DataFrame, methods: Sequence[str], reference: s
     above = [lang for lang, v in verdicts.items() if v == "above"]
     rest = {v: [lang for lang, w in verdicts.items() if w == v] for v in ("at chance", "below")}
     text = (
-        f"Under {reference}, {len(above)} of {len(verdicts)} test languages draw more of their positively influential "
+        f"Under {reference}, {len(above)} of {len(verdicts)} test languages {'draws' if len(above) == 1 else 'draw'} more of their positively influential "
         f"examples from their own language than chance would ({_names(above)}; t-test against chance, p < {ALPHA:g})"
     )
     if rest["at chance"]:
@@ -259,7 +259,10 @@ def top_other_findings(top: pd.DataFrame, methods: Sequence[str], reference: str
         rows = sel[(sel["test_lang"] == lang) & (sel["method"] != reference)]
         disagree = [f"{o['method']}: {o['train_lang']}" for _, o in rows.iterrows() if not firsts(o) & firsts(r)]
         if disagree:
-            differ.append(f"{lang} ({reference}: {r['train_lang']}; {', '.join(disagree)})")
+            margin = ""
+            if r["runner_up_lang"]:
+                margin = f" {_pct(r['share'])}, {r['share'] - r['runner_up_share']:.1f} points above {r['runner_up_lang']}"
+            differ.append(f"{lang} ({reference}: {r['train_lang']}{margin}; {', '.join(disagree)})")
         else:
             same.append(f"{lang} → {r['train_lang']}")
     text = "The training language each test language relies on most apart from its own "

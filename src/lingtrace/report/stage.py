@@ -137,7 +137,11 @@ def load_inputs(run: RunDir, cfg: Config) -> ReportInputs:
     for name in layout.get("comparison", {}).get("tables", {}):
         if name in T.COMPARISON_TABLES:
             path = run.analysis_dir / layout["comparison"].get("folder", COMPARISON) / T.COMPARISON_TABLES[name].file
-            comparison[name] = read_frame(path, f"comparison table {name}", "rerun `lingtrace analyze RUN --overwrite`")
+            frame = read_frame(path, f"comparison table {name}", "rerun `lingtrace analyze RUN --overwrite`")
+            missing = [c for c in T.COMPARISON_TABLES[name].columns if c not in frame.columns]
+            if missing:
+                raise LingtraceError(f"{path} has no column {missing[0]!r} (made by another lingtrace version)", "rerun `lingtrace analyze RUN --overwrite`")
+            comparison[name] = frame
     shared = {
         "root": run.root,
         "cfg": cfg,
