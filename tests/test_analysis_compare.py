@@ -213,7 +213,7 @@ def test_in_language_findings_use_the_test_against_chance():
     ).assign(direction=POSITIVE, train_fraction=20.0)
     above, highest = R.in_language_findings(inl, ["R", "M", "N"], "R")
     assert above.holds is False
-    assert above.text.startswith("Under R, 1 of 3 test languages draw more of their positively influential examples from their own language than chance would (de;")
+    assert above.text.startswith("Under R, 1 of 3 test languages draws more of their positively influential examples from their own language than chance would (de;")
     assert "fr cannot be told from chance; ru below chance" in above.text
     assert "M puts fr above chance (40% vs 20%, p = 0.01)" in above.text and "N puts de at chance (30% vs 20%, p = 0.2)" in above.text
     assert "ru" not in above.text.split("but")[1]  # ru is below chance under every method

@@ -306,7 +306,9 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link)
 
 
-def analyze_method(run: RunDir, method: str, store: Path, train: pd.DataFrame, test: pd.DataFrame, task: dict, cfg: Config, out: Path) -> dict[str, pd.DataFrame]:
+def analyze_method(
+    method: str, store: Path, train: pd.DataFrame, test: pd.DataFrame, task: dict, cfg: Config, out: Path
+) -> dict[str, pd.DataFrame]:
     """Every analysis of one method's store into ``out``; returns the tables the comparison reads."""
     scores = load_scores(store)
     train_al, test_al = align_to_store(scores, train, test)
@@ -380,7 +382,7 @@ def run_analyze(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, 
                 compared[method] = {n: pd.read_parquet(old / T.TABLES[n].file) for n in COMPARED if n in listed}
                 reused.append(method)
             else:
-                compared[method] = analyze_method(run, method, store, train, test, task, cfg, tmp / method)
+                compared[method] = analyze_method(method, store, train, test, task, cfg, tmp / method)
         comparison = compare_methods(compared, len(train), bool(task.get("parallel", False)), cfg.data.languages)
         write_tables(tmp / COMPARISON, comparison.tables, T.COMPARISON_TABLES)
         methods = list(stores)

@@ -4,7 +4,9 @@ The page is one self-contained file: CSS and JavaScript inline, figures as base6
 the browser's data as an inline JSON block. Nothing is fetched from the network. Every text that comes
 from the data is escaped (tables, headings) or inserted with ``textContent`` (the browser), never as
 markup. When its script has run, the page sets ``document.body.dataset.ready = "1"`` (the headless
-check waits for it).
+check waits for it). With several influence methods, ``method_picker`` puts a selector in the
+navigation bar and ``METHOD_JS`` shows the chosen method's parts (``method_block``) and switches the
+browser; without JavaScript every part is shown.
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """The ``report`` stage: ``RUN/report/index.html``, one self-contained page a researcher can read and browse.
 
-It reads the analysis tables (``RUN/analysis/``), the run's config, data, checkpoint manifest and
-selection, and writes ``RUN/report/index.html`` (figures embedded as PNG data URIs, the example
-browser's data inline: it opens from disk without network access) plus the same figures as files in
-``RUN/report/figures/`` for reuse in papers. The folder is replaced atomically.
+It reads the analyses of every influence method and the comparison (``RUN/analysis/``, layout in
+``lingtrace.analysis.layout``; an older flat layout reads as tracin's), each store's meta.json, the
+run's config, data, checkpoint manifest and selection, and writes ``RUN/report/index.html`` (figures
+embedded as PNG data URIs, the example browser's data inline: it opens from disk without network
+access) plus the same figures as files in ``RUN/report/figures/`` (``dev_accuracy.png``,
+``METHOD/NAME.png``, ``comparison/NAME.png``) for reuse in papers. The folder is replaced atomically.
 
-Sections: run summary (task, languages, model, epochs with dev accuracy, test selection, influence
-settings), one section per analysis (figure, table, one plain sentence read from the numbers, or the
-reason it does not apply), example tables, the example browser, and the configuration.
+Sections: run summary (task, languages, model, epochs with dev accuracy, test selection, and per
+influence method how its scores were made and what it leaves out), "Do the conclusions depend on the
+method?", one section per analysis with one part per method (figure, table, one plain sentence read
+from the numbers, or the reason it does not apply; a selector in the navigation bar shows one
+method's parts), example tables, the example browser (per method), and the configuration.
 """
 
 from __future__ import annotations
