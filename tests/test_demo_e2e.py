@@ -56,7 +56,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 
     summary = read_json(run.analysis_dir / "summary.json")
     assert summary["n_test"] == len(chosen)
-    assert (run.analysis_dir / "language_shares.parquet").exists() and (run.analysis_dir / "translation_overlap.parquet").exists()
+    assert (run.analysis_dir / "tracin" / "language_shares.parquet").exists() and (run.analysis_dir / "tracin" / "translation_overlap.parquet").exists()
 
     page = run.report_dir / "index.html"
     assert page.exists()

@@ -70,7 +70,7 @@ def test_report_renders_without_errors_and_the_browser_works(report, tmp_path):
     n_test = len(pd.read_parquet(run.selection_path))
     assert res.values["cards"] == n_test
     assert res.values["count"] == f"{n_test} of {n_test} test examples"
-    assert res.values["images"] == len(list((run.report_dir / "figures").iterdir())) and res.values["broken_images"] == 0
+    assert res.values["images"] == len(list((run.report_dir / "figures").rglob("*.png"))) and res.values["broken_images"] == 0
     assert res.values["opened_rows"] == 2 * min(cfg.analysis.browser_k, cfg.analysis.k)
     assert res.values["ru_only"] == ["ru"] * 3
     assert res.values["search"] == 3
@@ -108,3 +108,42 @@ def test_the_checker_catches_network_use(tmp_path):
     )
     res = check_page(page)
     assert res.network == ["https://example.invalid/logo.png"] and not res.ok
+
+
+def test_a_report_of_several_methods_renders_and_the_method_selector_works(tmp_path_factory):
+    run, cfg = make_synthetic_run(
+        tmp_path_factory.mktemp("browser3") / "run", languages=("de", "fr", "ru"), n_items=16, test_per_lang=3, epochs=2, k=5,
+        methods=("tracin", "adam-cosine", "representation"),
+    )
+    run_stages(run, cfg, ["analyze", "report"])
+    visible = "Array.from(document.querySelectorAll('.method-block')).filter(b => !b.hidden).map(b => b.dataset.method)"
+    first_row = "document.querySelector('#b-list details.card').querySelector('tbody tr').title"
+    checks = {
+        "blocks": "document.querySelectorAll('.method-block').length",
+        "shown_first": f"[...new Set({visible})]",
+        "first_row_tracin": f"""(() => {{
+            const card = document.querySelector('#b-list details.card'); card.open = true;
+            return new Promise(r => setTimeout(() => r({first_row}), 50));
+        }})()""",
+        "first_row_representation": f"""(() => {{
+            const s = document.getElementById('method-select'); s.value = 'representation'; s.dispatchEvent(new Event('change'));
+            const card = document.querySelector('#b-list details.card'); card.open = true;
+            return new Promise(r => setTimeout(() => r({first_row}), 50));
+        }})()""",
+        "shown_representation": f"[...new Set({visible})]",
+        "shown_all": f"""(() => {{
+            const s = document.getElementById('method-select'); s.value = ''; s.dispatchEvent(new Event('change'));
+            return [...new Set({visible})];
+        }})()""",
+    }
+    res = check_page(run.report_dir / "index.html", evaluate=checks)
+    assert res.ok, (res.errors, res.network, res.ready)
+    assert res.values["blocks"] > 3 * 7
+    assert res.values["shown_first"] == ["tracin"]
+    assert res.values["shown_representation"] == ["representation"]
+    assert res.values["shown_all"] == ["tracin", "adam-cosine", "representation"]
+    first = pd.read_parquet(run.selection_path)["uid"].iloc[0]
+    for method in ("tracin", "representation"):
+        topk = pd.read_parquet(run.analysis_dir / method / "topk.parquet")
+        top1 = topk[(topk["epoch"] == 0) & (topk["direction"] == "positive") & (topk["test_uid"] == first) & (topk["rank"] == 1)]
+        assert res.values[f"first_row_{method}"] == top1["train_uid"].item(), method

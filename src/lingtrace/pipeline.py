@@ -69,7 +69,7 @@ def stage_influence(run: RunDir, cfg: Config, overwrite: bool, dist: Dist = SING
 def stage_analyze(run: RunDir, cfg: Config, overwrite: bool) -> dict:
     from lingtrace.analysis.stage import run_analyze
 
-    return run_analyze(run, cfg) or {}
+    return run_analyze(run, cfg, overwrite=overwrite) or {}
 
 
 def stage_report(run: RunDir, cfg: Config, overwrite: bool) -> dict:

@@ -4,6 +4,8 @@ metadata frames in, tables (``pandas.DataFrame``) out; statistics return ``(stat
 ``topk`` (top-k per test example), ``shares`` (Fig. 2, 3, 12, 13), ``average`` (Tables 3, 6),
 ``overlap`` (Table 4), ``dynamics`` (Wilcoxon tests between epochs), ``distributions`` (Figs. 9-11),
 ``examples`` (Tables 1, 2, 5), ``scripts`` (script purity / code-switching), ``embeddings`` (the
-word-embedding share); ``tables`` documents every output table; ``stage`` runs them all for
-``lingtrace analyze``; ``synthetic`` writes a synthetic run directory for tests and previews.
+word-embedding share), ``compare`` (the methods side by side: do the conclusions depend on the
+influence method?); ``tables`` documents every output table; ``layout`` says where each method's
+analyses live and which methods a run has; ``stage`` runs them all for ``lingtrace analyze``;
+``synthetic`` writes a synthetic run directory (with one or several methods) for tests and previews.
 """

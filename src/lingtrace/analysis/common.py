@@ -147,3 +147,18 @@ def sort_table(
         return s
 
     return frame.sort_values(by, key=key, kind="stable").reset_index(drop=True)
+
+
+def describe(values: np.ndarray) -> dict[str, float]:
+    """mean, std (population), min, q25, median, q75, max of a non-empty array (float64)."""
+    v = np.asarray(values, dtype=np.float64)
+    q25, median, q75 = np.percentile(v, [25, 50, 75])
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "q25": float(q25),
+        "median": float(median),
+        "q75": float(q75),
+        "max": float(v.max()),
+    }

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from lingtrace.analysis.common import SUMMED, language_order, sort_table
+from lingtrace.analysis.common import SUMMED, describe, language_order, sort_table
 
 COLUMNS = ["direction", "test_lang", "train_lang", "n", "mean", "std", "min", "q25", "median", "q75", "max"]
 
@@ -25,21 +25,6 @@ def score_distributions(
     sel = topk[topk["epoch"] == epoch]
     for (direction, test_lang, train_lang), g in sel.groupby(["direction", "test_lang", "train_lang"], sort=False):
         v = g["score"].to_numpy(dtype=np.float64)
-        q25, med, q75 = np.percentile(v, [25, 50, 75])
-        rows.append(
-            {
-                "direction": direction,
-                "test_lang": str(test_lang),
-                "train_lang": str(train_lang),
-                "n": int(v.size),
-                "mean": float(v.mean()),
-                "std": float(v.std()),
-                "min": float(v.min()),
-                "q25": float(q25),
-                "median": float(med),
-                "q75": float(q75),
-                "max": float(v.max()),
-            }
-        )
+        rows.append({"direction": direction, "test_lang": str(test_lang), "train_lang": str(train_lang), "n": int(v.size), **describe(v)})
     out = pd.DataFrame(rows, columns=COLUMNS)
     return sort_table(out, language_order(languages, sel["test_lang"]), language_order(languages, sel["train_lang"]))

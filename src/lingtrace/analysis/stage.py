@@ -1,14 +1,24 @@
-"""The ``analyze`` stage: every analysis of the paper from the score store into ``RUN/analysis/``.
+"""The ``analyze`` stage: every analysis of the paper, for every influence method, into ``RUN/analysis/``.
 
-Reads ``RUN/influence/`` (scores), ``RUN/data/train.parquet``, ``RUN/selection/test.parquet`` and
-``RUN/data/task.json``; writes one Parquet table per analysis (layout in ``lingtrace.analysis.tables``)
-and ``summary.json`` (sizes, epochs, k, which analyses do not apply to this run and why, notes).
-The whole folder is replaced atomically: an interrupted stage leaves the previous result (or none).
+Reads every complete score store under ``RUN/influence/`` (``layout.discover_stores``),
+``RUN/data/train.parquet``, ``RUN/selection/test.parquet`` and ``RUN/data/task.json``; writes, per
+method, one Parquet table per analysis (layout in ``lingtrace.analysis.tables``) and a
+``summary.json`` (sizes, epochs, k, which analyses do not apply to this run and why, notes) into
+``analysis/METHOD/``, the tables comparing the methods into ``analysis/comparison/``, and
+``analysis/summary.json`` (``lingtrace.analysis.layout``). A method whose analyses are already there,
+made from the same store, examples and analysis settings (its ``fingerprint``), keeps them: adding a
+method to a run computes only its analyses (``--overwrite`` recomputes all). The whole folder is
+replaced atomically: an interrupted stage leaves the previous result (or none).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +29,13 @@ import pandas as pd
 from lingtrace.analysis import tables as T
 from lingtrace.analysis.average import average_influence
 from lingtrace.analysis.common import SUMMED, MatrixLike, NotApplicable, SummedMatrix, align_examples
+from lingtrace.analysis.compare import (
+    in_language_by_method,
+    reinforcing_by_method,
+    top_other_language,
+    topk_overlap,
+    topk_overlap_summary,
+)
 from lingtrace.analysis.distributions import score_distributions
 from lingtrace.analysis.dynamics import (
     IN_LANGUAGE_SHARE,
@@ -28,6 +45,7 @@ from lingtrace.analysis.dynamics import (
 )
 from lingtrace.analysis.embeddings import word_embedding_share
 from lingtrace.analysis.examples import example_table
+from lingtrace.analysis.layout import COMPARISON, LAYOUT, discover_stores
 from lingtrace.analysis.overlap import translation_overlap
 from lingtrace.analysis.scripts import script_purity
 from lingtrace.analysis.shares import in_language_share, language_shares, per_example_in_language_share
@@ -35,13 +53,19 @@ from lingtrace.analysis.topk import topk_frame
 from lingtrace.config import AnalysisConfig, Config
 from lingtrace.data import schema as S
 from lingtrace.errors import LingtraceError
+from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.params import WORD_EMBEDDINGS
-from lingtrace.influence.store import GROUP_PREFIX, InfluenceScores, load_scores
+from lingtrace.influence.store import GROUP_PREFIX, META, TEST_UIDS, TRAIN_UIDS, InfluenceScores, load_scores
 from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.run import RunDir
 from lingtrace.utils import progress
 
 log = logging.getLogger(__name__)
+
+#: bump when an analysis changes what it computes: analyses made by an older version are then redone
+ANALYSIS_VERSION = 2
+#: the per-method tables the comparison reads
+COMPARED = (T.TOPK.name, T.IN_LANGUAGE_SHARE.name, T.LANGUAGE_SHARES.name, T.TRANSLATION_OVERLAP.name)
 
 
 @dataclass
@@ -62,11 +86,8 @@ def read_frame(path: Path, what: str, fix: str) -> pd.DataFrame:
         raise LingtraceError(f"cannot read {path}: {e}", fix) from e
 
 
-def load_inputs(run: RunDir) -> tuple[InfluenceScores, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """The score store and the training / selected test examples aligned with its columns / rows."""
-    scores = load_scores(run)
-    if not scores.epochs:
-        raise LingtraceError(f"the influence scores in {scores.directory} hold no checkpoint", "rerun `lingtrace influence RUN --overwrite`")
+def load_examples(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The training examples, the selected test examples and the task description."""
     train = read_frame(run.split_path("train"), "training data", "run `lingtrace prepare RUN` first")
     test = read_frame(run.selection_path, "selected test examples", "run `lingtrace select RUN` first")
     task = read_json(run.task_path)
@@ -74,15 +95,30 @@ def load_inputs(run: RunDir) -> tuple[InfluenceScores, pd.DataFrame, pd.DataFram
         missing = [c for c in S.EXAMPLE_COLUMNS if c not in frame.columns]
         if missing:
             raise LingtraceError(f"{what} has no column {missing[0]!r}", "rerun `lingtrace prepare RUN --overwrite`")
+    return train, test, task
+
+
+def align_to_store(scores: InfluenceScores, train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training / selected test examples reordered to the store's columns / rows."""
+    if not scores.epochs:
+        raise LingtraceError(f"the influence scores in {scores.directory} hold no checkpoint", "rerun `lingtrace influence RUN --overwrite`")
     if len(test) != len(scores.test_uids):
         raise LingtraceError(
-            f"the influence scores cover {len(scores.test_uids)} test examples but {len(test)} are selected",
+            f"the influence scores in {scores.directory} cover {len(scores.test_uids)} test examples but {len(test)} are selected",
             "the selection changed after the influence stage: rerun `lingtrace influence RUN --overwrite`",
         )
     train_al = align_examples(train, scores.train_uids, "training data (data/train.parquet)")
     test_al = align_examples(test, scores.test_uids, "selected test examples (selection/test.parquet)")
     if len(scores.train_uids) < len(train):
-        log.warning("the influence scores cover %d of the %d training examples", len(scores.train_uids), len(train))
+        log.warning("the influence scores in %s cover %d of the %d training examples", scores.directory, len(scores.train_uids), len(train))
+    return train_al, test_al
+
+
+def load_inputs(run: RunDir, method: str | None = None) -> tuple[InfluenceScores, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """One method's score store (default tracin's) and the examples aligned with its columns / rows."""
+    scores = load_scores(run, method=method)
+    train, test, task = load_examples(run)
+    train_al, test_al = align_to_store(scores, train, test)
     return scores, train_al, test_al, task
 
 
@@ -187,8 +223,10 @@ def _word_embeddings(
 def summary(
     result: AnalysisResult, scores: InfluenceScores, train: pd.DataFrame, test: pd.DataFrame, task: dict, acfg: AnalysisConfig
 ) -> dict[str, Any]:
-    meta_keys = ("mode", "lr_weighted", "params", "dtype", "projection", "groups", "n_train", "n_test")
+    """One method's ``summary.json``."""
+    meta_keys = ("method", "mode", "lr_weighted", "params", "dtype", "projection", "groups", "n_train", "n_test", "method_info")
     return {
+        "method": scores.method,
         "task": task.get("task"),
         "parallel": bool(task.get("parallel", False)),
         "k": acfg.k,
@@ -210,24 +248,162 @@ def summary(
     }
 
 
+def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame], specs: Mapping[str, T.TableSpec]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_parquet(directory / specs[name].file, index=False)
+
+
 def write_result(directory: Path, result: AnalysisResult, info: dict[str, Any]) -> None:
-    """Replace ``directory`` atomically with the tables and ``summary.json``."""
-    with atomic_dir(directory) as tmp:
-        for name, frame in result.tables.items():
-            frame.to_parquet(tmp / T.TABLES[name].file, index=False)
-        write_json(tmp / T.SUMMARY, info)
+    """Write one method's tables and ``summary.json`` into ``directory`` (a new folder)."""
+    write_tables(directory, result.tables, T.TABLES)
+    write_json(directory / T.SUMMARY, info)
 
 
-def run_analyze(run: RunDir, cfg: Config) -> dict[str, Any]:
-    scores, train, test, task = load_inputs(run)
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def examples_digest(run: RunDir) -> str:
+    """What every method's analyses read besides its store: the examples, the task, the version."""
+    parts = [_file_digest(p) for p in (run.split_path("train"), run.selection_path, run.task_path)]
+    return hashlib.sha256(json.dumps([ANALYSIS_VERSION, *parts]).encode()).hexdigest()
+
+
+def analysis_fingerprint(store: Path, examples: str, cfg: Config) -> str:
+    """What one method's analyses are computed from: its store's meta.json and axes, the examples and
+    the analysis settings (the store's epoch files are trusted to match its meta.json)."""
+    parts = {
+        "store": [_file_digest(store / name) for name in (META, TRAIN_UIDS, TEST_UIDS)],
+        "examples": examples,
+        "analysis": dataclasses.asdict(cfg.analysis),
+        "languages": list(cfg.data.languages),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reusable(run: RunDir, previous: dict[str, Any], method: str, fp: str) -> Path | None:
+    """The folder of ``method``'s analyses from the previous analyze when they were made from the same inputs."""
+    if previous.get("layout") != LAYOUT or previous.get("fingerprints", {}).get(method) != fp:
+        return None
+    folder = run.analysis_dir / previous.get("folders", {}).get(method, method)
+    return folder if (folder / T.SUMMARY).is_file() else None
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a folder of finished tables by hard links (a copy where the file system has none)."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def analyze_method(
+    method: str, store: Path, train: pd.DataFrame, test: pd.DataFrame, task: dict, cfg: Config, out: Path
+) -> dict[str, pd.DataFrame]:
+    """Every analysis of one method's store into ``out``; returns the tables the comparison reads."""
+    scores = load_scores(store)
+    train_al, test_al = align_to_store(scores, train, test)
     log.info(
-        "analyzing %d test x %d training examples, %d checkpoint(s), k=%d",
-        len(test),
-        len(train),
+        "%s: analyzing %d test x %d training examples, %d checkpoint(s), k=%d",
+        method,
+        len(test_al),
+        len(train_al),
         len(scores.epochs),
         cfg.analysis.k,
     )
-    result = analyze(scores, train, test, task, cfg.analysis, cfg.data.languages)
-    info = summary(result, scores, train, test, task, cfg.analysis)
-    write_result(run.analysis_dir, result, info)
-    return {"tables": sorted(result.tables), "not_applicable": sorted(result.not_applicable)}
+    result = analyze(scores, train_al, test_al, task, cfg.analysis, cfg.data.languages)
+    info = summary(result, scores, train_al, test_al, task, cfg.analysis)
+    info["method"] = method
+    write_result(out, result, info)
+    return {name: result.tables[name] for name in COMPARED if name in result.tables}
+
+
+def compare_methods(
+    compared: Mapping[str, Mapping[str, pd.DataFrame]], n_train: int, parallel: bool, languages: Sequence[str] | None
+) -> AnalysisResult:
+    """The comparison tables from each method's ``COMPARED`` tables (``{method: {table: frame}}``)."""
+    res = AnalysisResult()
+    methods = list(compared)
+
+    def tables_of(name: str) -> dict[str, pd.DataFrame]:
+        return {m: t[name] for m, t in compared.items() if name in t}
+
+    res.tables[T.METHODS_IN_LANGUAGE_SHARE.name] = in_language_by_method(tables_of(T.IN_LANGUAGE_SHARE.name))
+    res.tables[T.METHODS_TOP_OTHER_LANGUAGE.name] = top_other_language(tables_of(T.LANGUAGE_SHARES.name), languages)
+    overlap = tables_of(T.TRANSLATION_OVERLAP.name)
+    if overlap:
+        res.tables[T.METHODS_REINFORCING_SHARE.name] = reinforcing_by_method(overlap)
+    else:
+        res.not_applicable[T.METHODS_REINFORCING_SHARE.name] = (
+            "the task is not parallel" if not parallel else "translation overlap does not apply to this run (see each method's analyses)"
+        )
+    if len(methods) < 2:
+        why = f"only one influence method ({methods[0]}) has scores in this run" if methods else "no method"
+        res.not_applicable[T.METHODS_TOPK_OVERLAP.name] = why
+        res.not_applicable[T.METHODS_TOPK_OVERLAP_SUMMARY.name] = why
+    else:
+        per_example = topk_overlap(tables_of(T.TOPK.name))
+        res.tables[T.METHODS_TOPK_OVERLAP.name] = per_example
+        res.tables[T.METHODS_TOPK_OVERLAP_SUMMARY.name] = topk_overlap_summary(per_example, n_train, languages)
+    return res
+
+
+def run_analyze(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, Any]:
+    stores, skipped = discover_stores(run.influence_root)
+    for method, why in skipped.items():
+        log.warning("influence method %s left out of the analyses: %s", method, why)
+    if not stores:
+        if skipped:
+            raise LingtraceError(f"no complete influence scores in {run.influence_root} ({'; '.join(skipped.values())})", "rerun `lingtrace influence RUN`")
+        raise LingtraceError(f"no influence scores in {run.root}", "run `lingtrace influence RUN` first")
+    train, test, task = load_examples(run)
+    previous_path = run.analysis_dir / T.SUMMARY
+    previous = {} if overwrite or not previous_path.exists() else read_json(previous_path)
+    examples = examples_digest(run)
+    fingerprints, reused = {}, []
+    compared: dict[str, dict[str, pd.DataFrame]] = {}
+    with atomic_dir(run.analysis_dir) as tmp:
+        for method, store in stores.items():
+            fp = fingerprints[method] = analysis_fingerprint(store, examples, cfg)
+            old = _reusable(run, previous, method, fp)
+            if old is not None:
+                log.info("%s: analyses up to date, kept", method)
+                _link_tree(old, tmp / method)
+                listed = read_json(old / T.SUMMARY).get("tables", {})
+                compared[method] = {n: pd.read_parquet(old / T.TABLES[n].file) for n in COMPARED if n in listed}
+                reused.append(method)
+            else:
+                compared[method] = analyze_method(method, store, train, test, task, cfg, tmp / method)
+        comparison = compare_methods(compared, len(train), bool(task.get("parallel", False)), cfg.data.languages)
+        write_tables(tmp / COMPARISON, comparison.tables, T.COMPARISON_TABLES)
+        methods = list(stores)
+        info = {
+            "layout": LAYOUT,
+            "methods": methods,
+            "reference_method": DEFAULT_METHOD if DEFAULT_METHOD in stores else methods[0],
+            "folders": {m: m for m in methods},
+            "fingerprints": fingerprints,
+            "skipped_stores": skipped,
+            "k": cfg.analysis.k,
+            "n_train": len(train),
+            "n_test": len(test),
+            "comparison": {
+                "folder": COMPARISON,
+                "tables": {
+                    name: {"file": T.COMPARISON_TABLES[name].file, "rows": len(frame), "title": T.COMPARISON_TABLES[name].title}
+                    for name, frame in comparison.tables.items()
+                },
+                "not_applicable": comparison.not_applicable,
+            },
+        }
+        write_json(tmp / T.SUMMARY, info)
+    return {"methods": methods, "reused": reused, "skipped": sorted(skipped)}

@@ -6,6 +6,11 @@ the selected test examples, and an influence store whose per-checkpoint cosine-l
 structure worth looking at (in-language and same-label examples score higher, translations of similar
 items score alike, the structure sharpens over the epochs) with a per-parameter-group breakdown that
 sums to the scores. The stages before ``analyze`` are marked complete with the returned config.
+
+``methods`` names the influence methods to write a store for (``RUN/influence/METHOD/``): the first
+gets the scores above; each further one a noisier mix of the same structure with a random component
+of its own (so the methods agree in part), ``representation`` on the final checkpoint only and
+without breakdown, as the real method is.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def make_synthetic_run(
     parallel: bool = True,
     breakdown: bool = True,
     seed: int = 0,
+    methods: Sequence[str] = ("tracin",),
 ) -> tuple[RunDir, Config]:
     """Write a synthetic run into ``root`` (prepare, train, select, influence complete); return it and its config."""
     rng = np.random.default_rng(seed)
@@ -104,6 +110,7 @@ def make_synthetic_run(
             f"select.per_lang={test_per_lang}",
             f"analysis.k={k}",
             f"influence.breakdown={str(breakdown).lower()}",
+            f"influence.methods=[{','.join(methods)}]",
         ],
     )
     run.root.mkdir(parents=True, exist_ok=True)
@@ -142,33 +149,40 @@ def make_synthetic_run(
     write_parquet(run.selection_path.parent / "predictions.parquet", selected)
     run.mark_complete(cfg, "select", {})
 
-    directory = run.influence_dir
     tn = test_x / np.linalg.norm(test_x, axis=1, keepdims=True)
     rn = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
     base = tn @ rn.T
-    for e in range(1, epochs + 1):
-        sharp = 0.4 + 0.6 * e / epochs
-        scores = np.clip(sharp * base + rng.normal(size=base.shape) * 0.15, -1, 1).astype(np.float32)
-        tensors = {SCORES: scores}
-        if breakdown:
-            parts = {g: (scores * w + rng.normal(size=scores.shape) * 0.02).astype(np.float32) for g, w in zip(GROUPS, (0.1, 0.2, 0.2, 0.2))}
-            parts[WORD_EMBEDDINGS] = (scores - sum(p.astype(np.float64) for p in parts.values())).astype(np.float32)
-            tensors.update({GROUP_PREFIX + g: p for g, p in parts.items()})
-        write_epoch(directory, e, tensors)
-    write_axes(directory, train[S.UID].tolist(), selected[S.UID].tolist())
-    write_meta(
-        directory,
-        StoreMeta(
-            mode="cosine",
-            epochs=list(range(1, epochs + 1)),
-            epochs_done=list(range(1, epochs + 1)),
-            complete=True,
-            breakdown=breakdown,
-            groups=[*GROUPS, WORD_EMBEDDINGS] if breakdown else [],
-            n_train=len(train),
-            n_test=len(selected),
-            fingerprint="synthetic",
-        ),
-    )
+    for i, method in enumerate(methods):
+        own = rng.normal(size=base.shape) * 0.25
+        mix = 0.25 * i
+        store_epochs = [epochs] if method == "representation" else list(range(1, epochs + 1))
+        with_groups = breakdown and method != "representation"
+        directory = run.influence_store(method)
+        for e in store_epochs:
+            sharp = 0.4 + 0.6 * e / epochs
+            scores = np.clip((1 - mix) * sharp * base + mix * own + rng.normal(size=base.shape) * 0.15, -1, 1).astype(np.float32)
+            tensors = {SCORES: scores}
+            if with_groups:
+                parts = {g: (scores * w + rng.normal(size=scores.shape) * 0.02).astype(np.float32) for g, w in zip(GROUPS, (0.1, 0.2, 0.2, 0.2))}
+                parts[WORD_EMBEDDINGS] = (scores - sum(p.astype(np.float64) for p in parts.values())).astype(np.float32)
+                tensors.update({GROUP_PREFIX + g: p for g, p in parts.items()})
+            write_epoch(directory, e, tensors)
+        write_axes(directory, train[S.UID].tolist(), selected[S.UID].tolist())
+        write_meta(
+            directory,
+            StoreMeta(
+                method=method,
+                mode="cosine",
+                epochs=store_epochs,
+                epochs_done=store_epochs,
+                complete=True,
+                breakdown=with_groups,
+                groups=[*GROUPS, WORD_EMBEDDINGS] if with_groups else [],
+                n_train=len(train),
+                n_test=len(selected),
+                fingerprint="synthetic",
+                method_info={"synthetic": f"made by make_synthetic_run (method {i + 1} of {len(methods)})"},
+            ),
+        )
     run.mark_complete(cfg, "influence", {})
     return run, cfg

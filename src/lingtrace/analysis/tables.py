@@ -3,9 +3,13 @@
 This is the one place the table layout is described; the README's run-directory section and the
 report's table captions are written from it (``markdown_reference()`` prints the README section).
 
+Layout (``lingtrace.analysis.layout``): every analysis of ``TABLES`` once per influence method, in
+``analysis/METHOD/`` (with that method's ``summary.json``); the tables comparing the methods
+(``COMPARISON_TABLES``) in ``analysis/comparison/``; ``analysis/summary.json`` lists the methods.
+
 Conventions shared by every table:
 
-* ``epoch``: the checkpoint whose scores were used (1, 2, ...); ``0`` means the summed TracIn score
+* ``epoch``: the checkpoint whose scores were used (1, 2, ...); ``0`` means the summed score
   (the sum over all checkpoints, the paper's main setting).
 * ``direction``: ``positive`` (the top-k largest scores: the most positively influential training
   examples, "proponents") or ``negative`` (the top-k smallest scores, "opponents").
@@ -26,10 +30,17 @@ class TableSpec:
     reproduces: str
     description: str
     columns: dict[str, str]
+    #: the folder under ``analysis/``: ``METHOD`` (one table per influence method) or ``comparison``
+    folder: str = "METHOD"
 
     @property
     def file(self) -> str:
         return f"{self.name}.parquet"
+
+    @property
+    def path(self) -> str:
+        """Where the table is, relative to the run directory (``METHOD`` stands for each method's name)."""
+        return f"analysis/{self.folder}/{self.file}"
 
 
 _EPOCH = "checkpoint whose scores were used; 0 = the summed score over all checkpoints"
@@ -50,7 +61,7 @@ TOPK = TableSpec(
         "train_uid": "the training example",
         "train_lang": "its language",
         "train_translation_id": "its translation id (shared by translations)",
-        "score": "its TracIn score for the test example",
+        "score": "its score for the test example (summed or the checkpoint's, of this method)",
     },
 )
 LANGUAGE_SHARES = TableSpec(
@@ -90,7 +101,7 @@ AVERAGE_INFLUENCE = TableSpec(
     "average_influence",
     "Average influence between languages",
     "Tables 3 and 6",
-    "The mean TracIn score over every (test example, training example) pair of a test language and a "
+    "The mean score over every (test example, training example) pair of a test language and a "
     "training language: all training examples, not only the top-k.",
     {
         "epoch": _EPOCH,
@@ -182,7 +193,7 @@ EXAMPLES = TableSpec(
         "train_text": "its text",
         "train_label": "its label (class index)",
         "train_label_name": "its label name",
-        "score": "summed TracIn score",
+        "score": "summed score",
     },
 )
 SCRIPT_PURITY = TableSpec(
@@ -239,14 +250,116 @@ TABLES: dict[str, TableSpec] = {
         WORD_EMBEDDING_SHARE,
     )
 }
+
+
+def _without(columns: dict[str, str], *names: str) -> dict[str, str]:
+    """A table's column descriptions less ``names``."""
+    return {k: v for k, v in columns.items() if k not in names}
+
+
+_COMPARED = "Summed score, one row per influence method present (method)."
+_PAIR = {
+    "method_a": "the first method of the pair (methods in the order of analysis/summary.json)",
+    "method_b": "the second method of the pair",
+}
+METHODS_IN_LANGUAGE_SHARE = TableSpec(
+    "methods_in_language_share",
+    "In-language share per method",
+    "the diagonal of Fig. 2, per method",
+    "The in-language share (in_language_share at epoch 0) side by side for every method. " + _COMPARED,
+    {
+        "method": "influence method",
+        **_without(IN_LANGUAGE_SHARE.columns, "epoch"),
+        "p_vs_chance": "two-sided p-value of a one-sample t-test of the test examples' in-language % against "
+        "train_fraction (scipy.stats.ttest_1samp); empty for all (the chance level differs between its test examples), "
+        "with fewer than two test examples or with no spread",
+    },
+    folder="comparison",
+)
+METHODS_TOP_OTHER_LANGUAGE = TableSpec(
+    "methods_top_other_language",
+    "The other language each test language relies on most, per method",
+    "Fig. 2 without its diagonal, per method",
+    "For every test language, the training language other than its own with the largest share of the "
+    "top-k (language_shares at epoch 0; ties go to the earlier language in the config's order), and the "
+    "runner-up. " + _COMPARED,
+    {
+        "method": "influence method",
+        "direction": _DIRECTION,
+        "test_lang": "test language",
+        "train_lang": "the other training language with the largest share",
+        "share": "its mean % of the top-k",
+        "train_fraction": "% of all training examples in train_lang (its share by chance)",
+        "runner_up_lang": "the other training language with the second largest share (empty with only one other)",
+        "runner_up_share": "its mean % of the top-k",
+    },
+    folder="comparison",
+)
+METHODS_REINFORCING_SHARE = TableSpec(
+    "methods_reinforcing_share",
+    "Reinforcing share per method",
+    "Table 4, per method",
+    "Parallel tasks only. The percentage of the cross-lingual top-k that are translations of in-language "
+    "top-k examples (translation_overlap, every other language together) side by side for every method. "
+    + _COMPARED,
+    {
+        "method": "influence method",
+        **_without(TRANSLATION_OVERLAP.columns, "train_lang", "n_translations", "n_test_without_in_language"),
+    },
+    folder="comparison",
+)
+METHODS_TOPK_OVERLAP = TableSpec(
+    "methods_topk_overlap",
+    "Top-k overlap between methods, per test example",
+    "do the methods pick the same training examples?",
+    "For every pair of methods and every test example, how many of its top-k training examples (summed "
+    "score) the two methods share.",
+    {
+        **_PAIR,
+        "direction": _DIRECTION,
+        "test_uid": "the test example",
+        "test_lang": "its language",
+        "k": "the size of each top-k set",
+        "n_common": "training examples in both methods' top-k",
+        "overlap": "100 * n_common / k",
+    },
+    folder="comparison",
+)
+METHODS_TOPK_OVERLAP_SUMMARY = TableSpec(
+    "methods_topk_overlap_summary",
+    "Top-k overlap between methods, distribution",
+    "do the methods pick the same training examples?",
+    "The distribution over test examples of methods_topk_overlap, per method pair, direction and test "
+    "language (and all).",
+    {
+        **_PAIR,
+        "direction": _DIRECTION,
+        "test_lang": "test language, or all",
+        "n_test": "test examples",
+        **{k: v + (" overlap (%) over the test examples" if k == "mean" else "") for k, v in _without(SCORE_DISTRIBUTIONS.columns, "direction", "test_lang", "train_lang", "n").items()},
+        "pct_by_chance": "the overlap expected between two random top-k sets: 100 * k / n_train",
+    },
+    folder="comparison",
+)
+
+COMPARISON_TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        METHODS_IN_LANGUAGE_SHARE,
+        METHODS_TOP_OTHER_LANGUAGE,
+        METHODS_REINFORCING_SHARE,
+        METHODS_TOPK_OVERLAP,
+        METHODS_TOPK_OVERLAP_SUMMARY,
+    )
+}
 SUMMARY = "summary.json"
 
 
 def markdown_reference() -> str:
     """The README's description of ``RUN/analysis/`` (one block per table)."""
     lines = []
-    for t in TABLES.values():
-        lines.append(f"**`analysis/{t.file}`** ({t.reproduces}): {t.description}")
+    for t in [*TABLES.values(), *COMPARISON_TABLES.values()]:
+        lines.append(f"**`{t.path}`** ({t.reproduces}): {t.description}")
         lines.append("")
         lines.append("| column | meaning |")
         lines.append("|---|---|")

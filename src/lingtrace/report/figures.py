@@ -298,3 +298,44 @@ def word_embedding_share(we: pd.DataFrame, test_order: Sequence[str], train_orde
     fig.suptitle("Share of the influence that flows through the word embeddings")
     fig.tight_layout()
     return fig
+
+
+def methods_in_language(inl: pd.DataFrame, test_order: Sequence[str], methods: Sequence[str]) -> Figure | None:
+    """Grouped bars: the in-language share of the positive top-k per test language, one bar per method;
+    black marks: the share expected by chance."""
+    sel = inl[inl["direction"] == POSITIVE]
+    langs = [lang for lang in [*test_order, ALL] if lang in set(sel["test_lang"])]
+    if sel.empty or not langs:
+        return None
+    fig, ax = subplots(figsize=(max(6.4, 0.9 * len(langs) * max(1, len(methods)) / 2), 3.8))
+    x = np.arange(len(langs))
+    width = 0.8 / max(1, len(methods))
+    colors = matplotlib.colormaps["tab10"]
+    for i, method in enumerate(methods):
+        sub = sel[sel["method"] == method].set_index("test_lang").reindex(langs)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, sub["share"].to_numpy(), width, label=method, color=colors(i % 10))
+    chance = sel.drop_duplicates("test_lang").set_index("test_lang").reindex(langs)["train_fraction"].to_numpy()
+    ax.scatter(x, chance, marker="_", s=400, color="black", label="chance", zorder=3)
+    ax.set_xticks(x, labels=langs)
+    ax.set_xlabel("test language")
+    ax.set_ylabel("in-language % of the top-k (positive)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, ncols=min(4, len(methods) + 1))
+    return fig
+
+
+def methods_topk_overlap(per_example: pd.DataFrame) -> Figure | None:
+    """Box plots over the test examples of the top-k overlap of every method pair, positive and negative."""
+    if per_example.empty:
+        return None
+    pairs = list(dict.fromkeys(zip(per_example["method_a"], per_example["method_b"])))
+    fig, axes = subplots(1, len(DIRECTIONS), figsize=(max(6.4, 1.6 * len(pairs) * len(DIRECTIONS)), 3.8), sharey=True, squeeze=False)
+    for ax, direction in zip(axes[0], DIRECTIONS):
+        sel = per_example[per_example["direction"] == direction]
+        data = [sel[(sel["method_a"] == a) & (sel["method_b"] == b)]["overlap"].to_numpy(dtype=np.float64) for a, b in pairs]
+        ax.boxplot(data, positions=range(len(pairs)), widths=0.6, medianprops={"color": "black"}, flierprops={"markersize": 2})
+        ax.set_xticks(range(len(pairs)), labels=[f"{a}\nvs {b}" for a, b in pairs], fontsize=8)
+        ax.set_title(DIRECTION_TITLE[direction], fontsize=10)
+        ax.set_ylim(-2, 102)
+    axes[0][0].set_ylabel("% of the top-k shared")
+    return fig

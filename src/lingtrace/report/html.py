@@ -4,7 +4,9 @@ The page is one self-contained file: CSS and JavaScript inline, figures as base6
 the browser's data as an inline JSON block. Nothing is fetched from the network. Every text that comes
 from the data is escaped (tables, headings) or inserted with ``textContent`` (the browser), never as
 markup. When its script has run, the page sets ``document.body.dataset.ready = "1"`` (the headless
-check waits for it).
+check waits for it). With several influence methods, ``method_picker`` puts a selector in the
+navigation bar and ``METHOD_JS`` shows the chosen method's parts (``method_block``) and switches the
+browser; without JavaScript every part is shown.
 """
 
 from __future__ import annotations
@@ -70,6 +72,33 @@ details.card[open] > summary { background: var(--soft); border-bottom: 1px solid
 td.score { font-variant-numeric: tabular-nums; white-space: nowrap; }
 button { font-size: 13px; padding: 4px 12px; cursor: pointer; }
 footer { color: var(--muted); font-size: 12px; padding: 16px 28px; }
+.method-pick { margin-left: auto; font-size: 13px; }
+.method-pick select { font-size: 13px; padding: 1px 4px; }
+.method-block { border-left: 3px solid var(--line); padding: 0 0 4px 12px; margin: 14px 0; }
+.method-block > h3.method-name { margin-top: 8px; }
+.method-block > h3.method-name .leaves { font-weight: normal; color: var(--muted); font-size: 12px; }
+ul.findings { padding-left: 20px; }
+ul.findings li { margin: 4px 0; }
+ul.findings li.holds strong { color: #1e7b34; }
+ul.findings li.differs strong { color: var(--neg); }
+ul.findings li.info strong { color: var(--muted); }
+"""
+
+# The method selector: shows the parts of the chosen method only (all parts without JavaScript), and
+# tells the example browser (a "methodchange" event on the document).
+METHOD_JS = r"""
+(function () {
+  "use strict";
+  var pick = document.getElementById("method-select");
+  if (!pick) { return; }
+  function show() {
+    var m = pick.value;
+    document.querySelectorAll(".method-block").forEach(function (b) { b.hidden = !!m && b.dataset.method !== m; });
+    document.dispatchEvent(new CustomEvent("methodchange", { detail: m }));
+  }
+  pick.addEventListener("change", show);
+  show();
+})();
 """
 
 # The example browser: filters by language and text, renders cards lazily (tables built on first open).
@@ -87,6 +116,9 @@ BROWSER_JS = r"""
   var PAGE = 50;
   var shown = PAGE;
   var matches = tests;
+  var method = data.method;
+  var pick = document.getElementById("method-select");
+  if (pick && pick.value) { method = pick.value; }
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -110,12 +142,13 @@ BROWSER_JS = r"""
     var thead = el("thead"); thead.appendChild(head); t.appendChild(thead);
     var body = el("tbody");
     rows.forEach(function (r, i) {
+      var info = data.train[r[0]] || ["", "", ""];
       var tr = el("tr");
       tr.appendChild(el("td", "", i + 1));
-      var lc = el("td", "text"); lc.appendChild(el("span", "lang", r[1])); tr.appendChild(lc);
-      tr.appendChild(el("td", "text", r[2]));
-      tr.appendChild(el("td", "text lbl", r[3]));
-      tr.appendChild(el("td", "score", fmt(r[4])));
+      var lc = el("td", "text"); lc.appendChild(el("span", "lang", info[0])); tr.appendChild(lc);
+      tr.appendChild(el("td", "text", info[1]));
+      tr.appendChild(el("td", "text lbl", info[2]));
+      tr.appendChild(el("td", "score", fmt(r[1])));
       tr.title = r[0];
       body.appendChild(tr);
     });
@@ -124,19 +157,20 @@ BROWSER_JS = r"""
     return box;
   }
   function card(r) {
+    var mr = r.by_method[method];
     var d = el("details", "card");
     d.dataset.uid = r.uid;
     var s = el("summary");
     s.appendChild(el("span", "lang", r.lang));
     s.appendChild(el("span", "ttext", r.text));
     s.appendChild(el("span", "lbl", "gold: " + r.label + (r.pred && r.pred !== r.label ? " · predicted: " + r.pred : "")));
-    s.appendChild(el("span", "lbl", "own language in top-" + data.k + ": " + pct(r.own_pos) + " of positive, " + pct(r.own_neg) + " of negative"));
+    s.appendChild(el("span", "lbl", (data.methods.length > 1 ? method + ": " : "") + "own language in top-" + data.k + ": " + pct(mr.own_pos) + " of positive, " + pct(mr.own_neg) + " of negative"));
     d.appendChild(s);
     d.addEventListener("toggle", function () {
       if (d.open && !d.dataset.filled) {
         var body = el("div", "body");
-        body.appendChild(table("Most positively influential", "pos", r.pos));
-        body.appendChild(table("Most negatively influential", "neg", r.neg));
+        body.appendChild(table("Most positively influential", "pos", mr.pos));
+        body.appendChild(table("Most negatively influential", "neg", mr.neg));
         d.appendChild(body);
         d.dataset.filled = "1";
       }
@@ -146,7 +180,8 @@ BROWSER_JS = r"""
   function hit(r, needle, inTrain) {
     if (r.text.toLowerCase().indexOf(needle) >= 0 || r.uid.toLowerCase().indexOf(needle) >= 0) { return true; }
     if (!inTrain) { return false; }
-    return r.pos.concat(r.neg).some(function (x) { return String(x[2]).toLowerCase().indexOf(needle) >= 0; });
+    var mr = r.by_method[method];
+    return mr.pos.concat(mr.neg).some(function (x) { return String((data.train[x[0]] || ["", ""])[1]).toLowerCase().indexOf(needle) >= 0; });
   }
   function render() {
     var frag = document.createDocumentFragment();
@@ -171,6 +206,10 @@ BROWSER_JS = r"""
   query.addEventListener("input", update);
   deep.addEventListener("change", update);
   more.addEventListener("click", function () { shown += PAGE; render(); });
+  document.addEventListener("methodchange", function (e) {
+    method = e.detail && data.methods.indexOf(e.detail) >= 0 ? e.detail : data.method;
+    update();
+  });
   update();
   document.body.dataset.ready = "1";
 })();
@@ -257,8 +296,8 @@ def pvalue(x: Any) -> str:
     return "< 0.001" if v < 0.001 else f"{v:.3g}"
 
 
-def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str, footer: str) -> str:
-    links = "".join(f'<a href="#{esc(i)}">{esc(t)}</a>' for i, t in nav)
+def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str, footer: str, picker: str = "") -> str:
+    links = "".join(f'<a href="#{esc(i)}">{esc(t)}</a>' for i, t in nav) + picker
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -276,6 +315,7 @@ def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str, f
 {body}
 </main>
 <footer>{footer}</footer>
+{f"<script>{METHOD_JS}</script>" if picker else ""}
 </body>
 </html>
 """
@@ -296,7 +336,13 @@ def section(
     notes: Sequence[str] = (),
 ) -> str:
     tag = f'<span class="tag">{esc(reproduces)}</span>' if reproduces else ""
-    parts = [f'<section id="{esc(sid)}"><h2>{esc(title)}{tag}</h2>']
+    parts = [f'<section id="{esc(sid)}"><h2>{esc(title)}{tag}</h2>', *_body(reading, content, not_applicable, notes), "</section>"]
+    return "\n".join(parts)
+
+
+def _body(reading: str | None, content: str, not_applicable: str | None, notes: Sequence[str]) -> list[str]:
+    """A section's (or a method part's) "does not apply" notice or reading, notes, then content."""
+    parts = []
     if not_applicable:
         parts.append(f'<div class="na"><strong>Does not apply to this run:</strong> {esc(not_applicable)}</div>')
     elif reading:
@@ -304,7 +350,21 @@ def section(
     parts += [f'<p class="note">Note: {esc(n)}</p>' for n in notes]
     if not not_applicable:
         parts.append(content)
-    parts.append("</section>")
+    return parts
+
+
+def method_picker(methods: Sequence[str], current: str) -> str:
+    """The navigation bar's method selector (``METHOD_JS`` acts on it)."""
+    options = "".join(f'<option value="{esc(m)}"{" selected" if m == current else ""}>{esc(m)}</option>' for m in methods)
+    return f'<label class="method-pick">Influence method <select id="method-select">{options}<option value="">all methods</option></select></label>'
+
+
+def method_block(
+    method: str, leaves_out: str, reading: str | None, content: str, not_applicable: str | None = None, notes: Sequence[str] = ()
+) -> str:
+    """One method's part of a section: its name and what it leaves out, then as ``section`` does."""
+    head = f'<h3 class="method-name">{esc(method)} <span class="leaves">(leaves out: {esc(leaves_out)})</span></h3>'
+    parts = [f'<div class="method-block" data-method="{esc(method)}">', head, *_body(reading, content, not_applicable, notes), "</div>"]
     return "\n".join(parts)
 
 

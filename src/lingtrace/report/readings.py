@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -171,3 +173,172 @@ def word_embedding_share(we: pd.DataFrame) -> str:
         hi = cross.loc[cross["share"].idxmax()]
         text += f"; the most for {hi['train_lang']} training examples on {hi['test_lang']} test examples ({_pct(hi['share'])})"
     return text + "."
+
+
+# ---------------------------------------------------------------- do the conclusions depend on the method?
+
+
+@dataclass
+class Finding:
+    """One conclusion of the run checked under every method: ``holds`` is True when every method
+    agrees with the reference method, False when some does not, None for a plain observation."""
+
+    text: str
+    holds: bool | None
+
+
+def _names(items) -> str:
+    items = list(items)
+    return ", ".join(items) if items else "none"
+
+
+#: the level below which a difference from chance counts as one (two-sided t-test)
+ALPHA = 0.05
+
+
+def chance_verdict(row) -> str:
+    """``above`` / ``below`` chance when the t-test says so at ``ALPHA``, else ``at chance``."""
+    p = row["p_vs_chance"]
+    if p is None or not (p < ALPHA):  # NaN: too few test examples to tell
+        return "at chance"
+    return "above" if row["share"] > row["train_fraction"] else "below"
+
+
+def in_language_findings(inl: pd.DataFrame, methods: Sequence[str], reference: str) -> list[Finding]:
+    """Which test languages draw more of their positive top-k from their own language than chance (a
+    one-sample t-test, p < ``ALPHA``), and which has the highest in-language share: the reference
+    method's answer, checked under every method."""
+    sel = inl[(inl["direction"] == POSITIVE) & (inl["test_lang"] != ALL)]
+    ref = sel[sel["method"] == reference]
+    if ref.empty:
+        return []
+    verdicts = {r["test_lang"]: chance_verdict(r) for _, r in ref.iterrows()}
+    differ = []
+    for method in methods:
+        if method == reference:
+            continue
+        for _, r in sel[sel["method"] == method].iterrows():
+            verdict = chance_verdict(r)
+            if r["test_lang"] in verdicts and verdict != verdicts[r["test_lang"]]:
+                where = "at chance" if verdict == "at chance" else f"{verdict} chance"
+                differ.append(f"{method} puts {r['test_lang']} {where} ({_pct(r['share'])} vs {_pct(r['train_fraction'])}, {_p(r['p_vs_chance'])})")
+    above = [lang for lang, v in verdicts.items() if v == "above"]
+    rest = {v: [lang for lang, w in verdicts.items() if w == v] for v in ("at chance", "below")}
+    text = (
+        f"Under {reference}, {len(above)} of {len(verdicts)} test languages {'draws' if len(above) == 1 else 'draw'} more of their positively influential "
+        f"examples from their own language than chance would ({_names(above)}; t-test against chance, p < {ALPHA:g})"
+    )
+    if rest["at chance"]:
+        text += f"; {_names(rest['at chance'])} cannot be told from chance"
+    if rest["below"]:
+        text += f"; {_names(rest['below'])} below chance"
+    out = [Finding(text + ("; so under every method." if not differ else "; but " + "; ".join(differ) + "."), not differ)]
+    top = {m: sub.loc[sub["share"].idxmax(), "test_lang"] for m, sub in sel.groupby("method", sort=False) if not sub.empty}
+    others = {m: lang for m, lang in top.items() if m != reference and lang != top[reference]}
+    text = f"The test language with the highest in-language share is {top[reference]} under {reference}"
+    text += "; so under every method." if not others else "; " + "; ".join(f"{lang} under {m}" for m, lang in others.items()) + "."
+    out.append(Finding(text, not others))
+    return out
+
+
+def top_other_findings(top: pd.DataFrame, methods: Sequence[str], reference: str) -> list[Finding]:
+    """Is the training language each test language relies on most apart from its own the same under
+    every method? Where a method's first and second languages are tied (the reference's included),
+    either counts as its first."""
+    sel = top[top["direction"] == POSITIVE]
+    ref = sel[sel["method"] == reference].set_index("test_lang")
+    if ref.empty:
+        return []
+    def firsts(row) -> set[str]:
+        """The language ranked first and, when tied with it, the runner-up."""
+        tied = bool(row["runner_up_lang"]) and row["runner_up_share"] == row["share"]
+        return {row["train_lang"], row["runner_up_lang"]} if tied else {row["train_lang"]}
+
+    same, differ = [], []
+    for lang, r in ref.iterrows():
+        rows = sel[(sel["test_lang"] == lang) & (sel["method"] != reference)]
+        disagree = [f"{o['method']}: {o['train_lang']}" for _, o in rows.iterrows() if not firsts(o) & firsts(r)]
+        if disagree:
+            margin = ""
+            if r["runner_up_lang"]:
+                margin = f" {_pct(r['share'])}, {r['share'] - r['runner_up_share']:.1f} points above {r['runner_up_lang']}"
+            differ.append(f"{lang} ({reference}: {r['train_lang']}{margin}; {', '.join(disagree)})")
+        else:
+            same.append(f"{lang} → {r['train_lang']}")
+    text = "The training language each test language relies on most apart from its own "
+    if not differ:
+        return [Finding(text + f"is the same under every method: {_names(same)}.", True)]
+    agreed = f"is the same under every method for {_names(same)}" if same else "agrees for no test language"
+    return [Finding(text + f"{agreed}; it differs for " + "; ".join(differ) + ".", False)]
+
+
+def reinforcing_findings(reinforcing: pd.DataFrame, methods: Sequence[str], reference: str) -> list[Finding]:
+    """Do other languages mostly reinforce (>= 50% translations) or complement the in-language evidence,
+    and more often than chance? The reference method's answer over all test examples, under every method."""
+    sel = reinforcing[(reinforcing["direction"] == POSITIVE) & (reinforcing["test_lang"] == ALL)].set_index("method")
+    if reference not in sel.index:
+        return []
+
+    def kind(row) -> str:
+        word = "mostly reinforce" if row["pct_translations"] >= 50 else "mostly complement"
+        chance = "more" if row["pct_translations"] > row["pct_by_chance"] else "not more"
+        return f"{word} the test language's own data ({chance} translations than chance)"
+
+    ref = sel.loc[reference]
+    differ = [f"under {m} they {kind(sel.loc[m])} ({_pct(sel.loc[m]['pct_translations'])})" for m in methods if m != reference and m in sel.index and kind(sel.loc[m]) != kind(ref)]
+    text = (
+        f"Under {reference}, other languages {kind(ref)}: {_pct(ref['pct_translations'])} of the cross-lingual top-k are "
+        f"translations of in-language top-k examples ({_pct(ref['pct_by_chance'])} by chance)"
+    )
+    return [Finding(text + ("; so under every method." if not differ else "; but " + "; ".join(differ) + "."), not differ)]
+
+
+def overlap_finding(summary: pd.DataFrame) -> list[Finding]:
+    """How much the methods agree on the individual training examples (positive top-k, all test examples)."""
+    sel = summary[(summary["direction"] == POSITIVE) & (summary["test_lang"] == ALL)]
+    if sel.empty:
+        return []
+    lo, hi = sel.loc[sel["mean"].idxmin()], sel.loc[sel["mean"].idxmax()]
+    text = (
+        f"On the individual examples, two methods share on average from {_pct(lo['mean'])} "
+        f"({lo['method_a']} vs {lo['method_b']}) to {_pct(hi['mean'])} ({hi['method_a']} vs {hi['method_b']}) of a test "
+        f"example's positive top-k ({_pct(lo['pct_by_chance'])} for two random sets)."
+    )
+    if len(sel) == 1:
+        text = (
+            f"On the individual examples, {lo['method_a']} and {lo['method_b']} share on average {_pct(lo['mean'])} of a test "
+            f"example's positive top-k (median {_pct(lo['median'])}; {_pct(lo['pct_by_chance'])} for two random sets)."
+        )
+    return [Finding(text, None)]
+
+
+def method_findings(
+    comparison: dict[str, pd.DataFrame], methods: Sequence[str], reference: str
+) -> list[Finding]:
+    """Every finding of the "Do the conclusions depend on the method?" section, from the comparison tables."""
+    out: list[Finding] = []
+    if "methods_in_language_share" in comparison:
+        out += in_language_findings(comparison["methods_in_language_share"], methods, reference)
+    if "methods_top_other_language" in comparison:
+        out += top_other_findings(comparison["methods_top_other_language"], methods, reference)
+    if "methods_reinforcing_share" in comparison:
+        out += reinforcing_findings(comparison["methods_reinforcing_share"], methods, reference)
+    if "methods_topk_overlap_summary" in comparison:
+        out += overlap_finding(comparison["methods_topk_overlap_summary"])
+    return out
+
+
+def method_reading(findings: Sequence[Finding], methods: Sequence[str]) -> str:
+    """One sentence: how many of the run's conclusions hold under every method."""
+    checked = [f for f in findings if f.holds is not None]
+    if not checked:
+        return "There is no conclusion to compare."
+    held = sum(f.holds for f in checked)
+    every = f"both methods ({', '.join(methods)})" if len(methods) == 2 else f"all {len(methods)} methods ({', '.join(methods)})"
+    if held == len(checked):
+        return f"Every one of the {len(checked)} conclusions checked below holds under {every}."
+    if held == 0:
+        return f"None of the {len(checked)} conclusions checked below holds under {every}: they depend on the method."
+    verb = "holds" if held == 1 else "hold"
+    other = "depends" if len(checked) - held == 1 else "depend"
+    return f"{held} of the {len(checked)} conclusions checked below {verb} under {every}; {len(checked) - held} {other} on the method."
