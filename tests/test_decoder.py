@@ -190,6 +190,11 @@ def _states(model, n=2, seed=0):
     return states
 
 
+def _flat_grad(ref, kind, weights, ids, label):
+    grads = torch.autograd.grad(reference_loss(ref, kind, ids, label), weights)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
 def brute_force_tracin(make, states, kind, train, test, mode):
     """Pair by pair in float64, both gradients recomputed for every pair."""
     out = np.zeros((len(states), len(test), len(train)))
@@ -197,14 +202,11 @@ def brute_force_tracin(make, states, kind, train, test, mode):
         ref = reference_model(make(state))
         names = select_params(ref).names
         params = dict(ref.named_parameters())
-
-        def flat(ids, label):
-            g = torch.autograd.grad(reference_loss(ref, kind, ids, label), [params[n] for n in names])
-            return torch.cat([x.reshape(-1) for x in g])
-
+        weights = [params[n] for n in names]
         for i in range(len(test)):
             for j in range(len(train)):
-                gt, gz = flat(test.ids[i], test.labels[i]), flat(train.ids[j], train.labels[j])
+                gt = _flat_grad(ref, kind, weights, test.ids[i], test.labels[i])
+                gz = _flat_grad(ref, kind, weights, train.ids[j], train.labels[j])
                 dot = float(gt @ gz)
                 out[e, i, j] = {"cosine": dot / float(gt.norm() * gz.norm()), "train-normalised": dot / float(gz.norm()), "dot": dot}[mode]
     return out

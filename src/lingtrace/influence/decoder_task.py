@@ -104,7 +104,7 @@ class DecoderClassificationTask(DecoderTask):
 
     def collate(self, ids, labels, pad_id, pin=False):
         input_ids, mask = _pad(ids, pad_id, self.padding_side == "left")
-        batch = Batch(input_ids, mask, torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+        batch = Batch(input_ids, mask, torch.tensor(np.asarray(labels, dtype=np.int64)))
         return batch.pin_memory() if pin else batch
 
     def _inputs(self, batch):
@@ -236,3 +236,11 @@ def task_for(cfg, label_names) -> Task:
     instruction = cfg.model.instruction if cfg.model.instruction is not None else (spec.instruction if spec is not None else TASKS["local"].instruction)
     verbalisations = resolve_verbalisations(label_names, defaults, cfg.model.verbalisations, cfg.data.languages)
     return CausalLMTask(PromptFormat(instruction, system=cfg.model.system_prompt), verbalisations)
+
+
+def attributed_loss(kind: str) -> str:
+    """The per-example loss that influence differentiates for ``model.kind``, in words."""
+    from lingtrace.influence.task import ClassificationTask
+
+    tasks = {t.kind: t for t in (ClassificationTask, DecoderClassificationTask, CausalLMTask)}
+    return tasks[kind].loss_name if kind in tasks else "unknown"

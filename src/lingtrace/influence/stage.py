@@ -31,8 +31,8 @@ from lingtrace.influence.methods import estimator_class
 from lingtrace.influence.methods.base import Estimator
 from lingtrace.influence.options import InfluenceOptions
 from lingtrace.influence.plan import Plan
-from lingtrace.influence.task import Task
 from lingtrace.influence.store import StoreMeta, StoreWriter
+from lingtrace.influence.task import Task
 from lingtrace.influence.tracin import checkpoint_factory, default_pad_id
 from lingtrace.run import RunDir, fingerprint
 from lingtrace.training.trainer import read_manifest, read_split, read_task

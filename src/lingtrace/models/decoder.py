@@ -209,14 +209,13 @@ def untie_word_embeddings(model) -> None:
 
 def prepare_decoder(model, tokenizer, mcfg, label_names: Sequence[str]) -> None:
     """Make a freshly loaded decoder ready for lingtrace (``mcfg``: the ``ModelConfig``): a padding token
-    (the end-of-sequence token when the tokenizer has none), left padding, LoRA adapters when
+    (the end-of-sequence token when the tokenizer has none; the tasks pad on the left themselves), LoRA adapters when
     ``model.lora_r`` > 0, trainable tied word embeddings untied, and the record in its config that
     ``load_checkpoint`` reads back."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise LingtraceError(f"the tokenizer of {mcfg.name} has neither a padding nor an end-of-sequence token", "use a decoder whose tokenizer defines one")
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
     model.config.pad_token_id = tokenizer.pad_token_id
     settings = lora_settings(mcfg.lora_r, mcfg.lora_alpha, mcfg.lora_targets, mcfg.lora_layers, int(model.config.num_hidden_layers))
     train_head = bool(mcfg.train_head) and mcfg.kind == "decoder-classifier"

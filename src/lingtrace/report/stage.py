@@ -37,6 +37,7 @@ from lingtrace.analysis.stage import read_frame
 from lingtrace.config import Config
 from lingtrace.data import schema as S
 from lingtrace.errors import LingtraceError
+from lingtrace.influence.decoder_task import attributed_loss
 from lingtrace.io import atomic_dir, read_json
 from lingtrace.report import figures as F
 from lingtrace.report import readings as R
@@ -178,7 +179,8 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
          f"{'parallel (translation ids shared across languages)' if inp.task.get('parallel') else 'not parallel'}"
          f"{', sentence pairs' if inp.task.get('pair') else ''}"),
         ("Languages", ", ".join(cfg.data.languages)),
-        ("Model", model),
+        ("Model", f"{model} ({cfg.model.kind}{f', LoRA rank {cfg.model.lora_r}' if cfg.model.lora_r else ''})"),
+        ("Attributed loss", attributed_loss(cfg.model.kind)),
         ("Training examples", f"{s.get('n_train')} ({train_counts})"),
         ("Fine-tuning", _fine_tuning(cfg, m)),
         ("Influence", f"TracIn, {meta.get('mode', s.get('influence', {}).get('mode', 'cosine'))} per checkpoint, summed over checkpoints "

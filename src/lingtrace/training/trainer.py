@@ -29,9 +29,9 @@ from lingtrace.config import Config
 from lingtrace.data import schema as S
 from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
-from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.influence.decoder_task import task_for
 from lingtrace.influence.task import Task
+from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.models.loading import label_names_of, load_checkpoint, load_model_and_tokenizer
 from lingtrace.run import RunDir, fingerprint
 from lingtrace.training.checkpoints import PRUNED, save_checkpoint, save_second_moments

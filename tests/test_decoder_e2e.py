@@ -1,0 +1,96 @@
+"""Decoder runs end to end on tiny Llama models (prepare -> report): a decoder-classifier run and a
+causal-lm run (full fine-tuning and LoRA), with every influence method on the decoder's own loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import all_toy_texts
+from lingtrace.cli import main
+from lingtrace.influence.store import load_scores
+from lingtrace.io import read_json
+from lingtrace.models.loading import load_checkpoint
+from lingtrace.run import STAGES, RunDir
+from test_cli import toy_table
+
+METHODS = ["tracin", "adam-cosine", "representation", "trak"]
+
+
+@pytest.fixture(scope="module")
+def decoder_dirs(tmp_path_factory):
+    from lingtrace.models.tiny import make_tiny_decoder_dir
+
+    root = tmp_path_factory.mktemp("decoders")
+    texts = all_toy_texts() + ["Label?", "neg", "pos", "user", "assistant"]
+    return {kind: make_tiny_decoder_dir(root / kind, texts, kind=kind, vocab_size=300) for kind in ("causal-lm", "decoder-classifier")}
+
+
+def write_config(tmp_path, model_dir, kind: str, extra: str = "") -> str:
+    data = tmp_path / "toy.csv"
+    toy_table().to_csv(data, index=False)
+    cfg = tmp_path / f"{kind}.yaml"
+    cfg.write_text(
+        f"""
+data:
+  task: local
+  source: local
+  path: {data}
+  languages: [de, fr, ru]
+  train_per_lang: 10
+  dev_per_lang: 6
+  test_per_lang: 8
+  columns: {{text_a: text_a, label: label, lang: lang, translation_id: translation_id, split: split}}
+model:
+  name: {model_dir}
+  kind: {kind}
+  max_length: 48
+  instruction: "Label?\n"
+{extra}
+train:
+  lr: 0.003
+  epochs: 2
+  batch_size: 8
+select:
+  per_lang: 2
+influence:
+  methods: [{", ".join(METHODS)}]
+  batch_size: 8
+""",
+        encoding="utf-8",
+    )
+    return str(cfg)
+
+
+def check_run(out, kind: str) -> RunDir:
+    run = RunDir(out)
+    assert all(run.is_complete(s) for s in STAGES)
+    cfg = read_json(run.config_path)
+    assert cfg["model"]["kind"] == kind
+    manifest = read_json(run.manifest_path)
+    assert manifest["complete"] and len(manifest["epochs"]) == 2
+    chosen = pd.read_parquet(run.selection_path)
+    assert len(chosen) > 0 and (chosen["pred"] == chosen["label"]).all()
+    assert ((chosen["confidence"] >= 0.5) & (chosen["confidence"] <= 1)).all()  # softmax over two labels
+    n_train = len(pd.read_parquet(run.split_path("train")))
+    for method in METHODS:
+        scores = load_scores(run, method=method)
+        assert scores.meta["complete"]
+        total = scores.total()
+        assert total.shape == (len(chosen), n_train) and np.isfinite(total).all()
+    page = (run.report_dir / "index.html").read_text(encoding="utf-8")
+    assert kind in page
+    return run
+
+
+@pytest.mark.parametrize("kind", ["decoder-classifier", "causal-lm"])
+def test_decoder_run_end_to_end(kind, decoder_dirs, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", write_config(tmp_path, decoder_dirs[kind], kind), "--out", str(out), "-q"]) == 0
+    run = check_run(out, kind)
+    model, tokenizer = load_checkpoint(run.checkpoint_dir(1))
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    # trainable tied embeddings were untied at load, so their influence gradient is exact
+    head = model.get_output_embeddings()
+    assert head is None or head.weight is not model.get_input_embeddings().weight
