@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import all_toy_texts
 from lingtrace.cli import main
@@ -13,7 +14,7 @@ from lingtrace.influence.store import load_scores
 from lingtrace.io import read_json
 from lingtrace.models.loading import load_checkpoint
 from lingtrace.run import STAGES, RunDir
-from test_cli import toy_table
+from test_cli import cli_config  # noqa: F401, F811 - the fixture
 
 METHODS = ["tracin", "adam-cosine", "representation", "trak"]
 
@@ -27,40 +28,14 @@ def decoder_dirs(tmp_path_factory):
     return {kind: make_tiny_decoder_dir(root / kind, texts, kind=kind, vocab_size=300) for kind in ("causal-lm", "decoder-classifier")}
 
 
-def write_config(tmp_path, model_dir, kind: str, extra: str = "") -> str:
-    data = tmp_path / "toy.csv"
-    toy_table().to_csv(data, index=False)
-    cfg = tmp_path / f"{kind}.yaml"
-    cfg.write_text(
-        f"""
-data:
-  task: local
-  source: local
-  path: {data}
-  languages: [de, fr, ru]
-  train_per_lang: 10
-  dev_per_lang: 6
-  test_per_lang: 8
-  columns: {{text_a: text_a, label: label, lang: lang, translation_id: translation_id, split: split}}
-model:
-  name: {model_dir}
-  kind: {kind}
-  max_length: 48
-  instruction: "Label?\n"
-{extra}
-train:
-  lr: 0.003
-  epochs: 2
-  batch_size: 8
-select:
-  per_lang: 2
-influence:
-  methods: [{", ".join(METHODS)}]
-  batch_size: 8
-""",
-        encoding="utf-8",
-    )
-    return str(cfg)
+def write_config(tmp_path, base_config, model_dir, kind: str, **model) -> str:
+    """test_cli's toy config (local data, 2 epochs) with a decoder of ``kind`` and every influence method."""
+    cfg = yaml.safe_load(base_config.read_text(encoding="utf-8"))
+    cfg["model"] = {"name": str(model_dir), "kind": kind, "max_length": 48, "instruction": "Label?\n", **model}
+    cfg["influence"] = {"methods": METHODS, "batch_size": 8}
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return str(path)
 
 
 def check_run(out, kind: str) -> RunDir:
@@ -85,9 +60,9 @@ def check_run(out, kind: str) -> RunDir:
 
 
 @pytest.mark.parametrize("kind", ["decoder-classifier", "causal-lm"])
-def test_decoder_run_end_to_end(kind, decoder_dirs, tmp_path):
+def test_decoder_run_end_to_end(kind, decoder_dirs, cli_config, tmp_path):  # noqa: F811 - the imported fixture
     out = tmp_path / "run"
-    assert main(["run", write_config(tmp_path, decoder_dirs[kind], kind), "--out", str(out), "-q"]) == 0
+    assert main(["run", write_config(tmp_path, cli_config, decoder_dirs[kind], kind), "--out", str(out), "-q"]) == 0
     run = check_run(out, kind)
     model, tokenizer = load_checkpoint(run.checkpoint_dir(1))
     assert model.config.pad_token_id == tokenizer.pad_token_id
