@@ -304,3 +304,37 @@ def test_scorer_picks_the_trained_label():
     assert accuracy >= 0.9
     confidence = torch.softmax(scores, 1).max(1).values
     assert ((confidence >= 0.5) & (confidence <= 1)).all()
+
+
+# ---------------------------------------------------------------- LoRA
+
+
+@pytest.mark.parametrize("kind", ["causal-lm", "decoder-classifier"])
+def test_lora_gradients_and_tracin_equal_float64_brute_force(kind):
+    pytest.importorskip("peft")
+    from lingtrace.models.decoder import apply_lora, lora_settings
+
+    base = tiny_lm() if kind == "causal-lm" else tiny_classifier()
+    apply_lora(base, lora_settings(4, 8.0, ["q_proj", "v_proj"], [-1], num_layers=2), train_head=kind == "decoder-classifier")
+    states = _states(base)  # moves the adapters' B away from its zero initialisation
+
+    def make(state):
+        model = copy.deepcopy(base)
+        model.load_state_dict(state)
+        return model
+
+    model = make(states[0])
+    trained = select_params(model).names
+    assert trained and all(".lora_" in n and ".layers.1." in n or n == "score.weight" for n in trained)
+    assert ("score.weight" in trained) == (kind == "decoder-classifier")
+    ex = lm_examples(5, seed=4) if kind == "causal-lm" else cls_examples(5, seed=4)
+    task = lm_task() if kind == "causal-lm" else DecoderClassificationTask()
+    grads = PerSampleGradients(model, select_params(model), task=task)(task.collate(ex.ids, ex.labels, 0))
+    want, _ = reference_grads(reference_model(model), kind, ex, trained)
+    for name in trained:
+        assert rel(grads.dense[name], torch.stack([w[name].reshape(-1) for w in want])) < TOL, name
+    train, test = ex, (lm_examples(3, seed=5, prefix="t") if kind == "causal-lm" else cls_examples(3, seed=5, prefix="t"))
+    res = TracIn(make, states, mode="cosine", dtype="float64", batch_size=2, task=task, show_progress=False).scores(train, test, pad_id=0)
+    ref = brute_force_tracin(make, states, kind, train, test, "cosine")
+    for e in range(len(states)):
+        assert rel(res.per_epoch[e + 1], ref[e]) < 1e-6

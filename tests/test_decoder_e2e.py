@@ -69,3 +69,40 @@ def test_decoder_run_end_to_end(kind, decoder_dirs, cli_config, tmp_path):  # no
     # trainable tied embeddings were untied at load, so their influence gradient is exact
     head = model.get_output_embeddings()
     assert head is None or head.weight is not model.get_input_embeddings().weight
+
+
+def test_lora_run_trains_and_attributes_the_adapters_only(decoder_dirs, cli_config, tmp_path):  # noqa: F811 - the imported fixture
+    import torch
+    from safetensors import safe_open
+
+    from lingtrace.training.checkpoints import FROZEN_SHARD, TRAINED_SHARD
+
+    pytest.importorskip("peft")
+    out = tmp_path / "run"
+    config = write_config(tmp_path, cli_config, decoder_dirs["causal-lm"], "causal-lm", lora_r=4, lora_layers=[-1])
+    assert main(["run", config, "--out", str(out), "-q", "--set", "train.lr=0.01"]) == 0
+    run = check_run(out, "causal-lm")
+    first, second = run.checkpoint_dir(1), run.checkpoint_dir(2)
+    with safe_open(str(second / TRAINED_SHARD), framework="pt") as f:
+        trained = sorted(f.keys())
+    assert trained and all(".lora_" in k and ".layers.1." in k for k in trained)
+    assert (first / FROZEN_SHARD).stat().st_ino == (second / FROZEN_SHARD).stat().st_ino  # the base stored once
+    model, _ = load_checkpoint(second)
+    assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == trained
+    store = load_scores(run)
+    assert sum(store.meta["n_params"].values()) == sum(model.get_parameter(n).numel() for n in trained)
+    # the reloaded checkpoint computes what was trained: its adapters moved away from B = 0
+    assert any(float(model.get_parameter(n).detach().abs().max()) > 0 for n in trained if ".lora_B." in n)
+    # independently: the original base model from its own folder, adapters injected, the trained tensors copied in
+    from transformers import AutoModelForCausalLM
+
+    from lingtrace.models.decoder import apply_lora, decoder_record
+
+    rebuilt = AutoModelForCausalLM.from_pretrained(decoder_dirs["causal-lm"], dtype=torch.float32)
+    apply_lora(rebuilt, decoder_record(second)["lora"])
+    with safe_open(str(second / TRAINED_SHARD), framework="pt") as f, torch.no_grad():
+        for k in trained:
+            rebuilt.get_parameter(k).copy_(f.get_tensor(k))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, rebuilt.eval()(input_ids=ids).logits, rtol=0, atol=1e-6)
