@@ -338,3 +338,53 @@ def test_lora_gradients_and_tracin_equal_float64_brute_force(kind):
     ref = brute_force_tracin(make, states, kind, train, test, "cosine")
     for e in range(len(states)):
         assert rel(res.per_epoch[e + 1], ref[e]) < 1e-6
+
+
+# ---------------------------------------------------------------- prompts, verbalisations, config
+
+
+def test_prompt_goes_through_the_chat_template_and_only_the_text_is_cut():
+    from lingtrace.models.tiny import train_tiny_decoder_tokenizer
+
+    tok = train_tiny_decoder_tokenizer(["hello world again and again", "Label?", "yes no"], vocab_size=300)
+    prompt = PromptFormat("Label?\n", system="Be brief.")
+    before, after = prompt.template(tok)
+    text = tok.decode(before) + "X" + tok.decode(after)
+    assert text == tok.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Label?\nX"}], tokenize=False, add_generation_prompt=True
+    )
+    long = "hello world again and again " * 5
+    room = len(before) + len(after) + 3
+    (ids,) = prompt.prompt_ids(tok, [long], None, [room])
+    assert len(ids) == room and ids[: len(before)] == before and ids[-len(after) :] == after
+    assert prompt.answer_ids(tok, ["yes"]) == [tok("yes<|im_end|>", add_special_tokens=False)["input_ids"]]
+    from lingtrace.errors import LingtraceError
+
+    with pytest.raises(LingtraceError, match="no room"):
+        prompt.prompt_ids(tok, [long], None, [len(before) + len(after)])
+
+
+def test_verbalisations_per_label_and_language():
+    from lingtrace.errors import LingtraceError
+    from lingtrace.models.prompts import resolve_verbalisations
+
+    got = resolve_verbalisations(["neg", "pos"], {"pos": "good"}, {"de:pos": "gut", "neg": "bad"}, ["de", "fr"])
+    assert got == {"de": ["bad", "gut"], "fr": ["bad", "good"]}
+    with pytest.raises(LingtraceError, match="not a label"):
+        resolve_verbalisations(["neg", "pos"], {}, {"de:neutral": "x"}, ["de"])
+    with pytest.raises(LingtraceError, match="distinct"):
+        resolve_verbalisations(["neg", "pos"], {}, {"neg": "same", "pos": "same"}, ["de"])
+
+
+def test_model_kind_is_validated_and_new_keys_keep_old_fingerprints():
+    from lingtrace.config import Config, apply_overrides, validate
+    from lingtrace.errors import LingtraceError
+    from lingtrace.run import RunDir
+
+    with pytest.raises(LingtraceError, match="model.kind"):
+        validate(apply_overrides(Config(), ["model.kind=decoder"]))
+    cfg = apply_overrides(Config(), ["model.kind=causal-lm", "model.lora_r=8"])
+    validate(cfg)
+    view = RunDir("unused").stage_config(Config(), "train")["model"]
+    assert "kind" not in view and "lora_r" not in view  # defaults: the fingerprint of runs made before
+    assert RunDir("unused").stage_config(cfg, "train")["model"]["kind"] == "causal-lm"

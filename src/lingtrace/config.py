@@ -254,6 +254,38 @@ PRESETS: dict[str, dict[str, Any]] = {
             "imbalance_pcts": [50.0, 100.0],
         },
     },
+    # the offline decoder demo: SmolLM2-135M-Instruct (English-centric) answering with the emoji group's
+    # name, LoRA on its top layers, sized for a 2-core CPU (README: measured time)
+    "emoji-llm": {
+        "data": {
+            "task": "emoji",
+            "source": "embedded",
+            "languages": ["de", "es", "fr", "ru", "zh"],
+            "train_per_lang": 40,
+            "dev_per_lang": 12,
+            "test_per_lang": 16,
+        },
+        "model": {
+            "name": "embedded:smollm2-135m-instruct",
+            "kind": "causal-lm",
+            "freeze_embeddings": True,
+            "max_length": 40,
+            "system_prompt": "Classify emoji.",
+            "lora_r": 8,
+            "lora_layers": [-4, -3, -2, -1],
+        },
+        "train": {"lr": 2e-3, "epochs": 2, "patience": 2, "batch_size": 8, "eval_batch_size": 16, "warmup_ratio": 0.1},
+        "select": {"per_lang": 4},
+        "influence": {"batch_size": 8},
+        "experiment": {
+            "ks": [5, 10],
+            "k_grouping": "all",
+            "k_test_per_lang": 1,
+            "zero_shot_languages": ["es"],
+            "imbalance_languages": ["es"],
+            "imbalance_pcts": [50.0],
+        },
+    },
 }
 
 

