@@ -388,3 +388,22 @@ def test_model_kind_is_validated_and_new_keys_keep_old_fingerprints():
     view = RunDir("unused").stage_config(Config(), "train")["model"]
     assert "kind" not in view and "lora_r" not in view  # defaults: the fingerprint of runs made before
     assert RunDir("unused").stage_config(cfg, "train")["model"]["kind"] == "causal-lm"
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_representations_equal_an_unpadded_forward(side):
+    model = tiny_lm()
+    ex = lm_examples(4, seed=6)
+    task = lm_task(side)
+    got = task.representation(model, task.collate(ex.ids, ex.labels, 0))
+    classifier = tiny_classifier()
+    cls_ex = cls_examples(4, seed=6)
+    cls_task = DecoderClassificationTask(side)
+    got_cls = cls_task.representation(classifier, cls_task.collate(cls_ex.ids, cls_ex.labels, 0))
+    with torch.no_grad():
+        for i, (ids, n) in enumerate(zip(ex.ids, ex.labels)):
+            hidden = model.model(input_ids=torch.as_tensor(ids)[None]).last_hidden_state[0]
+            torch.testing.assert_close(got[i], hidden[len(ids) - int(n) - 1], rtol=1e-5, atol=1e-5)  # the last prompt token
+        for i, ids in enumerate(cls_ex.ids):
+            hidden = classifier.model(input_ids=torch.as_tensor(ids)[None]).last_hidden_state[0]
+            torch.testing.assert_close(got_cls[i], hidden[-1], rtol=1e-5, atol=1e-5)
