@@ -54,6 +54,8 @@ def check_run(out, kind: str) -> RunDir:
         assert scores.meta["complete"]
         total = scores.total()
         assert total.shape == (len(chosen), n_train) and np.isfinite(total).all()
+        if method == "tracin":
+            assert scores.meta["stats"]["gradient_passes"] == (n_train + len(chosen)) * len(scores.epochs)
     page = (run.report_dir / "index.html").read_text(encoding="utf-8")
     assert kind in page
     return run
