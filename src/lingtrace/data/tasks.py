@@ -41,6 +41,10 @@ class TaskSpec:
     languages: tuple[str, ...]
     hub_name: str | None
     default_source: str
+    #: causal-lm prompts: the instruction before the input text, and the answer text of each label
+    #: (label name -> text; a label without one is answered with its name)
+    instruction: str = "Classify the following text. Answer with the label only.\n"
+    verbalisations: tuple[tuple[str, str], ...] = ()
 
     def with_labels(self, label_names: list[str] | tuple[str, ...]) -> TaskSpec:
         names = tuple(str(n) for n in label_names)
@@ -60,6 +64,10 @@ TASKS: dict[str, TaskSpec] = {
         languages=EMOJI_LANGUAGES,
         hub_name=None,
         default_source="embedded",
+        instruction="Emoji group?\n",
+        verbalisations=tuple(
+            zip(EMOJI_LABELS, ("Face", "People", "Animal", "Food", "Travel", "Activities", "Objects", "Symbol", "Flag"))
+        ),
     ),
     "xnli": TaskSpec(
         name="xnli",
@@ -70,6 +78,8 @@ TASKS: dict[str, TaskSpec] = {
         languages=XNLI_LANGUAGES,
         hub_name="facebook/xnli",
         default_source="hub",
+        instruction="Does the first sentence entail the second? Answer yes or no.\n",
+        verbalisations=(("not_entailment", "no"), ("entailment", "yes")),
     ),
     "pawsx": TaskSpec(
         name="pawsx",
@@ -80,6 +90,8 @@ TASKS: dict[str, TaskSpec] = {
         languages=PAWSX_LANGUAGES,
         hub_name="google-research-datasets/paws-x",
         default_source="hub",
+        instruction="Are the two sentences paraphrases of each other? Answer yes or no.\n",
+        verbalisations=(("not_paraphrase", "no"), ("paraphrase", "yes")),
     ),
     "marc": TaskSpec(
         name="marc",
@@ -90,6 +102,7 @@ TASKS: dict[str, TaskSpec] = {
         languages=MARC_LANGUAGES,
         hub_name="mteb/amazon_reviews_multi",
         default_source="hub",
+        instruction="Is this product review positive or negative? Answer with one word.\n",
     ),
     "local": TaskSpec(
         name="local",

@@ -23,6 +23,7 @@ from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.advice import user_error
 from lingtrace.influence.context import Checkpoint
+from lingtrace.influence.decoder_task import task_for
 from lingtrace.influence.engine import Engine
 from lingtrace.influence.errors import InfluenceError
 from lingtrace.influence.examples import Examples
@@ -31,9 +32,10 @@ from lingtrace.influence.methods.base import Estimator
 from lingtrace.influence.options import InfluenceOptions
 from lingtrace.influence.plan import Plan
 from lingtrace.influence.store import StoreMeta, StoreWriter
+from lingtrace.influence.task import Task
 from lingtrace.influence.tracin import checkpoint_factory, default_pad_id
 from lingtrace.run import RunDir, fingerprint
-from lingtrace.training.trainer import read_manifest, read_split
+from lingtrace.training.trainer import read_manifest, read_split, read_task
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class Inputs:
     test: Examples
     pad_id: int
     manifest_fingerprint: str | None
+    task: Task
 
 
 def _inputs(run: RunDir, cfg: Config) -> Inputs:
@@ -91,13 +94,14 @@ def _inputs(run: RunDir, cfg: Config) -> Inputs:
         tokenizer = AutoTokenizer.from_pretrained(str(dirs[-1]))
     except Exception as e:  # noqa: BLE001
         raise LingtraceError(f"cannot load the tokenizer of {dirs[-1]}: {e}", "retrain with `lingtrace train RUN --overwrite`") from e
+    task = task_for(cfg, read_task(run)["label_names"])
     try:
-        train_ex = Examples.from_frame(train, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
-        test_ex = Examples.from_frame(test, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
+        train_ex = task.examples(train, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
+        test_ex = task.examples(test, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
     except InfluenceError as e:
         raise user_error(e) from e
     checkpoints = [Checkpoint(d, int(r["epoch"]), float(r["lr_mean"]), int(r["epoch"]) == int(final)) for d, r in zip(dirs, records)]
-    return Inputs(checkpoints, train_ex, test_ex, default_pad_id(tokenizer), manifest.get("fingerprint"))
+    return Inputs(checkpoints, train_ex, test_ex, default_pad_id(tokenizer), manifest.get("fingerprint"), task)
 
 
 def method_fingerprint(run: RunDir, cfg: Config, estimator: Estimator, epochs: list[int], inputs: Inputs) -> str:
@@ -159,7 +163,7 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
     icfg = cfg.influence
     directory = run.influence_store(estimator.name)
     try:
-        engine = Engine(estimator, checkpoint_factory(cfg.model.freeze_embeddings), inputs.checkpoints, icfg, device=dist.device(icfg.device))
+        engine = Engine(estimator, checkpoint_factory(cfg.model.freeze_embeddings), inputs.checkpoints, icfg, task=inputs.task, device=dist.device(icfg.device))
     except InfluenceError as e:
         raise user_error(e) from e
     epochs = engine.epochs

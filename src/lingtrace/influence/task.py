@@ -36,6 +36,9 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def pin_memory(self) -> Batch:
+        return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.labels.pin_memory())
+
 
 def collate(ids: list[np.ndarray], labels: np.ndarray, pad_id: int, pin: bool = False) -> Batch:
     """Right-pad a list of token-id arrays into a ``Batch``."""
@@ -46,9 +49,8 @@ def collate(ids: list[np.ndarray], labels: np.ndarray, pad_id: int, pin: bool = 
         input_ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
         mask[i, : len(x)] = 1
     lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    if pin:
-        input_ids, mask, lab = input_ids.pin_memory(), mask.pin_memory(), lab.pin_memory()
-    return Batch(input_ids, mask, lab)
+    batch = Batch(input_ids, mask, lab)
+    return batch.pin_memory() if pin else batch
 
 
 def position_ids(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -63,13 +65,38 @@ def position_ids(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tenso
 
 
 class Task(ABC):
-    """The loss and inputs of one kind of model.
+    """The loss and inputs of one kind of model (``model.kind``), for training, prediction and influence.
 
     Per-example gradients are taken of ``example_loss`` under ``torch.func.vmap``: it sees one example
     (no batch dimension) and calls the model through ``forward`` (a functional call with the
     parameters being differentiated) with the example's input embeddings, which are looked up
-    outside so that the word-embedding gradient arrives per position.
+    outside so that the word-embedding gradient arrives per position. Training minimises the batch
+    mean of ``batch_losses``, the same per-example loss; prediction takes the argmax of ``class_scores``.
     """
+
+    #: ``model.kind`` and the loss that is attributed, in words (the report names both)
+    kind = "encoder-classifier"
+    loss_name = "cross-entropy of the classification head"
+
+    def examples(self, frame, tokenizer, max_length: int, prefix: str = ""):
+        """Tokenised ``Examples`` of a frame, exactly as training feeds them."""
+        from lingtrace.influence.examples import Examples
+
+        return Examples.from_frame(frame, tokenizer, max_length, prefix)
+
+    def encode_rows(self, tokenizer, rows, max_length: int, prefix: str = "") -> Batch:
+        """One training or prediction batch of frame rows (on the CPU)."""
+        ex = self.examples(rows, tokenizer, max_length, prefix)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return self.collate(ex.ids, ex.labels, pad)
+
+    @abstractmethod
+    def batch_losses(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """[B] per-example losses of a batch with autograd (``model`` may be wrapped in DDP)."""
+
+    @abstractmethod
+    def class_scores(self, model: torch.nn.Module, tokenizer, rows, max_length: int, prefix: str = "") -> torch.Tensor:
+        """[B, num_labels] scores of frame rows (their softmax is the predicted distribution), without gradients."""
 
     def pad_id(self, model: torch.nn.Module) -> int:
         """The padding token id when none is given: the model config's, else 0."""
@@ -99,6 +126,25 @@ class ClassificationTask(Task):
     data-dependent control flow, which vmap cannot trace); position ids are computed from the token
     ids exactly as the model does in training.
     """
+
+    def encode_rows(self, tokenizer, rows, max_length, prefix=""):
+        from lingtrace.data import schema as S
+        from lingtrace.models.loading import encode
+
+        text_b = rows[S.TEXT_B].tolist() if S.TEXT_B in rows.columns else []
+        enc = encode(tokenizer, rows[S.TEXT_A].tolist(), text_b if any(text_b) else None, max_length=max_length, prefix=prefix)
+        labels = torch.tensor(rows[S.LABEL].to_numpy(dtype=np.int64)) if S.LABEL in rows.columns else torch.zeros(len(rows), dtype=torch.long)
+        return Batch(enc["input_ids"], enc["attention_mask"], labels)
+
+    def batch_losses(self, model, batch):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+        return torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none")
+
+    @torch.no_grad()
+    def class_scores(self, model, tokenizer, rows, max_length, prefix=""):
+        device = next(model.parameters()).device
+        batch = self.encode_rows(tokenizer, rows, max_length, prefix).to(device)
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
 
     def example_inputs(self, model, batch):
         out = {"attention_mask": batch.attention_mask, "labels": batch.labels}

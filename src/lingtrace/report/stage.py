@@ -42,6 +42,7 @@ from lingtrace.analysis.stage import read_frame
 from lingtrace.config import Config
 from lingtrace.data import schema as S
 from lingtrace.errors import LingtraceError
+from lingtrace.influence.decoder_task import attributed_loss
 from lingtrace.influence.methods import DEFAULT_METHOD, method_names
 from lingtrace.influence.store import META
 from lingtrace.io import atomic_dir, read_json
@@ -272,7 +273,8 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
          f"{'parallel (translation ids shared across languages)' if inp.task.get('parallel') else 'not parallel'}"
          f"{', sentence pairs' if inp.task.get('pair') else ''}"),
         ("Languages", ", ".join(cfg.data.languages)),
-        ("Model", model),
+        ("Model", f"{model} ({cfg.model.kind}{f', LoRA rank {cfg.model.lora_r}' if cfg.model.lora_r else ''})"),
+        ("Attributed loss", attributed_loss(cfg.model.kind)),
         ("Training examples", f"{s.get('n_train')} ({train_counts})"),
         ("Fine-tuning", _fine_tuning(cfg, m)),
         ("Influence", ", ".join(inp.method_names) + f" (one score store each; see the table below; reference method: {inp.method})"),

@@ -29,8 +29,10 @@ from lingtrace.config import Config
 from lingtrace.data import schema as S
 from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
+from lingtrace.influence.decoder_task import task_for
+from lingtrace.influence.task import Task
 from lingtrace.io import atomic_dir, read_json, write_json
-from lingtrace.models.loading import encode, load_checkpoint, load_model_and_tokenizer
+from lingtrace.models.loading import label_names_of, load_checkpoint, load_model_and_tokenizer
 from lingtrace.run import RunDir, fingerprint
 from lingtrace.training.checkpoints import PRUNED, save_checkpoint, save_second_moments
 from lingtrace.training.state import (
@@ -91,29 +93,23 @@ def batches(frame: pd.DataFrame, batch_size: int, order: np.ndarray | None = Non
         yield frame.iloc[idx[start : start + batch_size]]
 
 
-def _encode_frame(tokenizer, rows: pd.DataFrame, cfg: Config, device: torch.device) -> dict[str, torch.Tensor]:
-    text_b = rows[S.TEXT_B].tolist()
-    enc = encode(
-        tokenizer,
-        rows[S.TEXT_A].tolist(),
-        text_b if any(text_b) else None,
-        max_length=cfg.model.max_length,
-        prefix=cfg.model.text_prefix,
-    )
-    return {k: v.to(device) for k, v in enc.items()}
+def model_task(cfg: Config, model) -> Task:
+    """The task (loss, inputs, prediction) of ``cfg.model.kind`` for a loaded model."""
+    return task_for(cfg, label_names_of(model))
 
 
 @torch.no_grad()
 def predict(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [n, num_labels] in float32."""
+    """Class probabilities [n, num_labels] in float32: the softmax of the task's class scores (a
+    classifier's logits; a causal LM's total log-likelihoods of the labels' verbalisations)."""
     model.eval()
+    task = model_task(cfg, model)
     out = []
     for rows in progress(batches(frame, cfg.train.eval_batch_size), total=math.ceil(len(frame) / cfg.train.eval_batch_size), desc=desc, leave=False):
-        enc = _encode_frame(tokenizer, rows, cfg, device)
         with autocast_context(device, cfg.train.mixed_precision):
-            logits = model(**enc).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+            scores = task.class_scores(model, tokenizer, rows, cfg.model.max_length, cfg.model.text_prefix)
+        out.append(torch.softmax(scores.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(label_names_of(model))), dtype=np.float32)
 
 
 def accuracy_by_lang(frame: pd.DataFrame, probs: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -189,6 +185,7 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
     if cfg.model.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     model.to(device)
+    task = model_task(cfg, model)
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
@@ -229,12 +226,10 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
             empty = len(local) == 0
             if empty:  # a last batch smaller than the number of processes: take part with zero loss
                 local = rows.iloc[:1]
-            enc = _encode_frame(tokenizer, local, cfg, device)
-            labels = torch.tensor(local[S.LABEL].to_numpy(dtype=np.int64), device=device)
+            batch = task.encode_rows(tokenizer, local, cfg.model.max_length, cfg.model.text_prefix).to(device)
             lrs.append(scheduler.get_last_lr()[0])
             with autocast_context(device, tcfg.mixed_precision):
-                logits = net(**enc).logits.float()
-            per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+                per_example = task.batch_losses(net, batch).float()
             if empty:
                 per_example = per_example * 0
             # DDP averages gradients over ranks: scale so the average is the global batch mean
