@@ -11,8 +11,8 @@ It prints each store's own wall time (``meta.json`` ``stats.wall_seconds``: the 
 process start and tokenisation), the process wall and CPU times, the ratios, and the largest
 difference between the old and the new tracin scores. The methods run one after the other on the
 same copy, one ``lingtrace influence`` process each (each adds one method to ``influence.methods``,
-so the stage computes that method alone): the CPU seconds of each process are its own, and they are
-the figure to read on a machine shared with other jobs, where wall times stretch with the load.
+so the stage computes that method alone): the CPU seconds of each process are its own (less
+stretched by other jobs than wall times, though threads waiting for a busy core inflate them too).
 ``--train-limit N`` keeps a random N of the training examples in the copy (a cheaper setting; say so
 next to any figure made with it).
 

@@ -12,8 +12,8 @@ from importlib import metadata
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from lingtrace.config import apply_overrides
 from lingtrace.errors import LingtraceError
@@ -95,12 +95,12 @@ def _direct_task(modules, measurement):
             if sample:
                 with torch.no_grad():
                     labels = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=self.generator).flatten()
-            return F.cross_entropy(logits, labels, reduction="sum")
+            return functional.cross_entropy(logits, labels, reduction="sum")
 
         def compute_measurement(self, batch, model):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             if measurement == "loss":
-                return F.cross_entropy(logits, batch["labels"], reduction="sum")
+                return functional.cross_entropy(logits, batch["labels"], reduction="sum")
             margins = [row[y] - torch.logsumexp(torch.cat([row[:y], row[y + 1 :]]), 0) for row, y in zip(logits, batch["labels"].tolist())]
             return -torch.stack(margins).sum()
 
@@ -191,7 +191,7 @@ def _per_example_gradients(model, modules, ids_list, labels, measurement=None):
         if measurement == "margin":
             value = -(logits[y] - torch.logsumexp(torch.cat([logits[:y], logits[y + 1 :]]), 0))
         else:
-            value = F.cross_entropy(logits[None], torch.tensor([y]))
+            value = functional.cross_entropy(logits[None], torch.tensor([y]))
         grads = iter(torch.autograd.grad(value, params))
         for m in modules:
             w, b = next(grads), next(grads)
@@ -246,7 +246,7 @@ def ekfac_by_hand(model, train, test, measurement="margin"):
         b = _pad([(train.ids[i], cov_labels[i]) for i in idx])
         mask["now"] = b["attention_mask"]
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        F.cross_entropy(logits, b["labels"], reduction="sum").backward()
+        functional.cross_entropy(logits, b["labels"], reduction="sum").backward()
     for h in handles:
         h.remove()
     g_fisher = _per_example_gradients(model, modules, train.ids, lam_labels)
