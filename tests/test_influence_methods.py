@@ -248,7 +248,7 @@ def test_trak_equals_numpy_on_sketched_autograd_gradients():
 
 
 def test_registry_names_its_classes_and_every_method_validates():
-    assert method_names()[0] == "tracin" and set(REGISTRY) == {"tracin", "adam-cosine", "representation", "trak"}
+    assert method_names()[0] == "tracin" and set(REGISTRY) == {"tracin", "adam-cosine", "representation", "trak", "ekfac"}
     for name in method_names():
         assert estimator_class(name).name == name
     with pytest.raises(LingtraceError, match="unknown influence method 'nope'"):

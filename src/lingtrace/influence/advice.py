@@ -26,6 +26,8 @@ FIXES: dict[type[errors.InfluenceError], str | None] = {
     "or influence.projection_dim; then rerun to resume",
     errors.MissingSecondMoments: f"{_RETRAIN} (training saves them with every checkpoint), or leave adam-cosine out of influence.methods",
     errors.BadSecondMoments: f"{_RETRAIN}, or leave adam-cosine out of influence.methods",
+    errors.MissingDependency: 'pip install -e ".[ekfac]" && pip install --no-deps "kronfluence==1.0.1" (see the README), '
+    "or leave ekfac out of influence.methods",
     errors.UnsupportedModel: "use a Hugging Face sequence classifier, or leave this method out of influence.methods",
 }
 

@@ -55,5 +55,9 @@ class BadSecondMoments(InfluenceError):
     """A second-moments file that does not fit the checkpoint or the agreed format."""
 
 
+class MissingDependency(InfluenceError):
+    """An optional package a method needs (ekfac: kronfluence) is missing or of another version."""
+
+
 class UnsupportedModel(InfluenceError):
     """A model the method cannot read (e.g. no pooled representation)."""

@@ -11,7 +11,9 @@ Field metadata:
 * ``rerun``: a change of this key reruns a completed stage instead of being refused as a different
   config; the stage keeps what still holds (``methods``: the stores of methods already computed);
 * ``new``: a key added after runs existed; at its default it is left out of the stage fingerprints,
-  so runs made before it existed keep their fingerprints.
+  so runs made before it existed keep their fingerprints;
+* ``method``: the one method the key concerns (``ekfac_*``): left out of every other method's store
+  fingerprint (``foreign_keys``), so changing it leaves their stores valid.
 
 ``Tuning`` holds the engine's API-only knobs: how the work is cut and reported. They are not config
 keys (the pipeline uses their defaults).
@@ -29,12 +31,15 @@ from lingtrace.influence.methods import DEFAULT_METHOD, method_names
 MODES = ("cosine", "dot", "train-normalised")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 CHECKPOINTS = ("trajectory", "all")
+EKFAC_MEASUREMENTS = ("margin", "loss")
 EMBEDDING_METHODS = ("auto", "pairs", "vocab")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, choices=None, rerun=False, new=False):
+def option(
+    default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, choices=None, rerun=False, new=False, method=None
+):
     """A dataclass field carrying the option's help text, choices and fingerprint rules."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "rerun": rerun, "new": new}
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "rerun": rerun, "new": new, "method": method}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -60,11 +65,35 @@ class InfluenceOptions:
     methods: list[str] = option(
         help="influence methods to compute, one store each under RUN/influence/NAME/: tracin (the paper's), "
         "adam-cosine (gradients preconditioned by AdamW's second moments), representation (cosine of the final "
-        "model's pooled representations), trak (CountSketch-projected gradients with the (K + lambda I)^-1 kernel preconditioner)",
+        "model's pooled representations), trak (CountSketch-projected gradients with the (K + lambda I)^-1 kernel preconditioner), "
+        "ekfac (EK-FAC influence functions through kronfluence 1.0.1, an optional dependency)",
         factory=lambda: [DEFAULT_METHOD],
         choices=method_names(),
         rerun=True,
         new=True,
+    )
+    ekfac_damping: float | None = option(
+        None,
+        "ekfac: damping added to the eigenvalues of every layer; empty = kronfluence's heuristic, 0.1 x the mean eigenvalue of each layer",
+        rerun=True,
+        new=True,
+        method="ekfac",
+    )
+    ekfac_measurement: str = option(
+        "margin",
+        "ekfac: the test example's function differentiated: margin (minus the correct-class margin, kronfluence's and LDS's) "
+        "or loss (its cross-entropy, TracIn's); per test example they are proportional",
+        choices=EKFAC_MEASUREMENTS,
+        rerun=True,
+        new=True,
+        method="ekfac",
+    )
+    ekfac_final_only: bool = option(
+        False,
+        "ekfac: the final model alone (the classic influence function) instead of factors fitted and scores summed at every checkpoint",
+        rerun=True,
+        new=True,
+        method="ekfac",
     )
 
     def validate(self) -> None:
@@ -88,11 +117,20 @@ class InfluenceOptions:
             raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
         if self.projection_dim is not None and self.projection_dim < 1:
             raise LingtraceError(f"influence.projection_dim must be at least 1, got {self.projection_dim}")
+        if self.ekfac_damping is not None and not self.ekfac_damping >= 0:
+            raise LingtraceError(
+                f"influence.ekfac_damping must be at least 0, got {self.ekfac_damping}", "leave it empty for kronfluence's heuristic"
+            )
 
 
 def rerun_keys() -> set[str]:
     """Keys of ``InfluenceOptions`` whose change reruns a completed stage (see the module docstring)."""
     return {f.name for f in dataclasses.fields(InfluenceOptions) if f.metadata.get("rerun")}
+
+
+def foreign_keys(method: str) -> set[str]:
+    """Keys that concern only a method other than ``method`` (left out of its store's fingerprint)."""
+    return {f.name for f in dataclasses.fields(InfluenceOptions) if f.metadata.get("method") not in (None, method)}
 
 
 @dataclass

@@ -29,7 +29,7 @@ from lingtrace.influence.errors import InfluenceError
 from lingtrace.influence.examples import Examples
 from lingtrace.influence.methods import estimator_class
 from lingtrace.influence.methods.base import Estimator
-from lingtrace.influence.options import InfluenceOptions
+from lingtrace.influence.options import InfluenceOptions, foreign_keys
 from lingtrace.influence.plan import Plan
 from lingtrace.influence.store import StoreMeta, StoreWriter
 from lingtrace.influence.task import Task
@@ -109,7 +109,7 @@ def method_fingerprint(run: RunDir, cfg: Config, estimator: Estimator, epochs: l
     the list of methods), the training run, the checkpoints summed and the examples. For ``tracin``
     this is the fingerprint stores had before several methods existed."""
     stage = run.stage_config(cfg, "influence")
-    left_out = set(estimator.ignores) | {"methods"}
+    left_out = set(estimator.ignores) | {"methods"} | foreign_keys(estimator.name)
     stage["influence"] = {k: v for k, v in stage["influence"].items() if k not in left_out}
     parts = {
         "stage": stage,
@@ -168,6 +168,7 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
         raise user_error(e) from e
     epochs = engine.epochs
     fp = method_fingerprint(run, cfg, estimator, epochs, inputs)
+    estimator.bind_store(directory, fp)
     meta = _store_meta(run, cfg, estimator, engine.checkpoints)
     uids = (inputs.train.uids, inputs.test.uids)
     sink = None
@@ -196,6 +197,8 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
         for e in epochs:
             sink.epoch_done(e)
         if _computed(stats):  # a complete store rerun is left as it is (its stats are the run's that made it)
+            # a resumed store keeps what the first process recorded about the method and adds this one's
+            sink.meta.method_info = _merged(sink.meta.method_info, estimator.describe())
             if engine.selection is not None:
                 sink.meta.groups = engine.selection.group_names
                 sink.meta.n_params = engine.selection.num_params()
@@ -220,6 +223,14 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
         "seconds": round(stats["wall_seconds"], 2),
         "plan": {"chunks": len(sink.plan.chunks), "shards": len(sink.plan.shards)} if sink.plan else None,
     }
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` updated by ``new``, mappings merged key by key."""
+    out = dict(old)
+    for key, value in new.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _computed(stats: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "adam-cosine": "lingtrace.influence.methods.adam_cosine:AdamCosineEstimator",
     "representation": "lingtrace.influence.methods.representation:RepresentationEstimator",
     "trak": "lingtrace.influence.methods.trak:TrakEstimator",
+    "ekfac": "lingtrace.influence.methods.ekfac:EkfacEstimator",
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -106,6 +107,10 @@ class Estimator(ABC):
     def describe(self) -> dict[str, Any]:
         """Method-specific facts for meta.json (``method_info``)."""
         return {}
+
+    def bind_store(self, directory: Path, fingerprint: str) -> None:
+        """The store this estimator fills and its fingerprint (the stage calls this before the run): a
+        method may keep resumable work files under ``directory`` (ekfac: its factors). Default: unused."""
 
     # -- the protocol -----------------------------------------------------------
     def select_checkpoints(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
