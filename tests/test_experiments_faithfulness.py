@@ -227,3 +227,17 @@ def test_k_selection_runs_for_every_method_and_shares_identical_retrainings(run)
         assert row.mean_delta == pytest.approx(sub["delta"].mean())
     section = (exp / "section.html").read_text(encoding="utf-8")
     assert "representation:" in section and "tracin:" in section and "Noise floor" in section
+
+
+def test_without_noise_seeds_the_tables_are_empty_and_say_so():
+    base = pd.DataFrame({"uid": ["a"], "lang": ["de"], "label": [0], "margin": [1.0], "p_label": [0.6]})
+    table = noise.noise_table(base, {})
+    assert table.empty and list(table.columns) == list(noise.NOISE)
+    summary = noise.summarize(table, ["de"])
+    assert summary.empty and list(summary.columns) == list(noise.NOISE_SUMMARY)
+    floor = noise.NoiseFloor([], table, summary, {})
+    assert floor.overall() == {} and "No noise floor" in noise.describe(floor)
+    rng = np.random.default_rng(0)
+    examples, overall = lds.lds_tables({"m": rng.normal(size=(3, 5))}, rng.normal(size=(3, 5)), ["a", "b", "c"], ["de", "de", "fr"], ["de", "fr"], np.full(3, np.nan), 100, 100, 0)
+    assert examples["ceiling"].isna().all() and overall["mean_ceiling"].isna().all()
+    assert list(overall["test_lang"]) == ["de", "fr", "all"] and (overall["n_subsets"] == 5).all()
