@@ -148,6 +148,10 @@ def test_zero_shot_compare_on_a_hand_made_case():
         ("experiment.zero_shot_languages=[xx]", "zero_shot_languages"),
         ("experiment.imbalance_pcts=[-5]", "imbalance_pcts"),
         ("experiment.level_tolerance=0", "level_tolerance"),
+        ("experiment.lds_subsets=2", "lds_subsets"),
+        ("experiment.lds_fraction=1", "lds_fraction"),
+        ("experiment.lds_resamples=10", "lds_resamples"),
+        ("experiment.noise_seeds=-1", "noise_seeds"),
     ],
 )
 def test_experiment_config_validation(override, message):

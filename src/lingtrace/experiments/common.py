@@ -130,8 +130,12 @@ def methods_present(run: RunDir) -> list[str]:
     if root.is_dir():
         candidates += [(d.name, d) for d in sorted(root.iterdir()) if d.is_dir() and d.name != DEFAULT_METHOD]
     for name, directory in candidates:
-        if has_store(directory) and read_meta(directory).complete and name not in found:
+        if not has_store(directory) or name in found:
+            continue
+        if read_meta(directory).complete:
             found.append(name)
+        else:
+            log.warning("the %s scores in %s are incomplete: left out of the experiments (finish them with `lingtrace influence RUN --method %s`)", name, directory, name)
     return found
 
 
