@@ -51,6 +51,17 @@ def test_lds_recovers_a_known_correlation_from_a_linear_datamodel():
     assert abs(null.mean()) < 0.02 and null.std() < 0.05
 
 
+def test_permutation_null_equals_the_mean_lds_of_shuffled_margins():
+    import zlib
+
+    rng = np.random.default_rng(4)
+    predicted, measured = rng.normal(size=(7, 9)), rng.normal(size=(7, 9))
+    predicted[3] = 1.0  # a constant row is left out of every mean, as in the observed LDS
+    draws = np.random.default_rng([11, zlib.crc32(b"lds-permutation")])
+    by_hand = [np.nanmean(lds.lds_per_example(predicted, measured[:, draws.permutation(9)])) for _ in range(25)]
+    np.testing.assert_allclose(lds.permutation_null(predicted, measured, 25, seed=11), by_hand, atol=1e-12)
+
+
 def test_draw_subsets_is_seeded_nested_in_m_and_sized_by_the_fraction():
     a = lds.draw_subsets(100, 5, 0.3, seed=7)
     assert a.shape == (5, 100) and (a.sum(axis=1) == 30).all()

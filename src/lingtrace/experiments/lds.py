@@ -130,15 +130,18 @@ def predicted_sums(scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.asarray(scores, dtype=np.float64) @ np.asarray(masks, dtype=np.float64).T
 
 
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    """Per row: the ranks of ``values`` (average ranks for ties) minus their mean."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.asarray(values, dtype=np.float64), axis=1)
+    return ranks - ranks.mean(axis=1, keepdims=True)
+
+
 def lds_per_example(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """Per row: the Spearman correlation between ``predicted[i]`` and ``measured[i]`` (average ranks for
     ties; NaN when a row is constant). Both [test x subsets]."""
-    from scipy.stats import rankdata
-
-    a = rankdata(np.asarray(predicted, dtype=np.float64), axis=1)
-    b = rankdata(np.asarray(measured, dtype=np.float64), axis=1)
-    a -= a.mean(axis=1, keepdims=True)
-    b -= b.mean(axis=1, keepdims=True)
+    a, b = _centred_ranks(predicted), _centred_ranks(measured)
     denom = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (a * b).sum(axis=1) / denom
@@ -160,12 +163,23 @@ def bootstrap_interval(values: np.ndarray, n_boot: int, seed: int, level: float 
 
 def permutation_null(predicted: np.ndarray, measured: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
     """The mean LDS over the rows when the subsets' measured margins are shuffled (the same permutation
-    for every row), ``n_perm`` times: the distribution of the mean LDS of a predictor unrelated to retraining."""
+    for every row), ``n_perm`` times: the distribution of the mean LDS of a predictor unrelated to retraining.
+
+    Ranks are taken once: the ranks of a permuted row are the permuted ranks, and a permutation leaves
+    the rows' sums of squares unchanged."""
     rng = np.random.default_rng([int(seed) % 2**32, zlib.crc32(b"lds-permutation")])
-    m = measured.shape[1]
-    out = np.empty(n_perm, dtype=np.float64)
-    for b in range(n_perm):
-        out[b] = np.nanmean(lds_per_example(predicted, measured[:, rng.permutation(m)]))
+    perms = np.stack([rng.permutation(measured.shape[1]) for _ in range(n_perm)])
+    a, b = _centred_ranks(predicted), _centred_ranks(measured)
+    denom = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    defined = denom > 0
+    out = np.full(n_perm, np.nan)
+    if not defined.any():
+        return out
+    a, b, denom = a[defined], b[defined], denom[defined]
+    block = max(1, (8 << 20) // max(1, b.size))  # about 64 MiB of permuted ranks at a time
+    for start in range(0, n_perm, block):
+        shuffled = b[:, perms[start : start + block]]  # [rows x perms x subsets]
+        out[start : start + block] = (np.einsum("nm,npm->np", a, shuffled) / denom[:, None]).mean(axis=0)
     return out
 
 
