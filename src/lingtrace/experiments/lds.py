@@ -344,8 +344,7 @@ def _seed_sd(floor: noise.NoiseFloor, uids: Sequence[str]) -> np.ndarray:
     """Per test example: the margin's standard deviation over the base and reseeded models (NaN without seeds)."""
     if floor.table.empty:
         return np.full(len(uids), np.nan)
-    grouped = floor.table.groupby("test_uid").apply(lambda g: np.std(np.r_[g["margin_base"].iloc[0], g["margin"]], ddof=1), include_groups=False)
-    return grouped.reindex([str(u) for u in uids]).to_numpy(dtype=np.float64)
+    return noise.spread_per_example(floor.table, "margin").reindex([str(u) for u in uids]).to_numpy(dtype=np.float64)
 
 
 def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], names: list[str], subs: dict, floor: noise.NoiseFloor) -> dict[str, Any]:

@@ -102,6 +102,13 @@ def noise_table(base_preds: pd.DataFrame, seeded: dict[int, pd.DataFrame]) -> pd
     return out[list(NOISE)]
 
 
+def spread_per_example(noise: pd.DataFrame, value: str) -> pd.Series:
+    """Per test example (indexed by uid): the standard deviation (ddof 1) of ``value`` (``margin`` or
+    ``p_label``) over every model of the unchanged data, the base model and each reseeded one."""
+    base_value = {"margin": "margin_base", "p_label": "p_base"}[value]
+    return noise.groupby("test_uid").apply(lambda g: np.std(np.r_[g[base_value].iloc[0], g[value]], ddof=1), include_groups=False)
+
+
 def summarize(noise: pd.DataFrame, languages: Sequence[str], uids: Sequence[str] | None = None) -> pd.DataFrame:
     """Per test language and overall (``all``): the spread the seed alone causes (columns ``NOISE_SUMMARY``).
     ``uids`` restricts it to some test examples (k-selection's chosen ones)."""
@@ -113,10 +120,7 @@ def summarize(noise: pd.DataFrame, languages: Sequence[str], uids: Sequence[str]
         sub = noise if lang == ALL else noise[noise["test_lang"] == lang]
         if sub.empty:
             continue
-        per_example = sub.groupby("test_uid")
-        # spread over every model of the unchanged data: the base model and each reseeded one
-        margins = per_example.apply(lambda g: np.std(np.r_[g["margin_base"].iloc[0], g["margin"]], ddof=1), include_groups=False)
-        probs = per_example.apply(lambda g: np.std(np.r_[g["p_base"].iloc[0], g["p_label"]], ddof=1), include_groups=False)
+        margins, probs = spread_per_example(sub, "margin"), spread_per_example(sub, "p_label")
         seed_means = sub.groupby("seed")["delta_p"].mean()
         rows.append(
             {
