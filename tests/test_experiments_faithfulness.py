@@ -138,12 +138,19 @@ def run(base_run, tmp_path):  # noqa: F811
 
 
 def test_lds_end_to_end_scores_every_method_and_reuses_the_retrainings(run, capsys, monkeypatch):
-    assert main(["influence", str(run.root), "--method", "representation", "-q"]) == 0
+    from lingtrace import pipeline
+
     settings = ["--set", "experiment.lds_subsets=4", "--set", "experiment.noise_seeds=1", "--set", "experiment.lds_resamples=200"]
     assert main(["experiment", "lds", str(run.root), "--plan", *settings]) == 0
     assert "lds: 5 retraining(s)" in capsys.readouterr().out  # 4 subsets + 1 noise seed
     assert main(["experiment", "lds", str(run.root), "-q", *settings]) == 0
     exp = run.root / "experiments" / "lds"
+    assert set(pd.read_parquet(exp / "lds.parquet")["method"]) == {"tracin"}
+    # a method added later is scored from the same retrainings: nothing is retrained
+    assert main(["influence", str(run.root), "--method", "representation", "-q"]) == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "run_stages", _no_retraining)
+        assert main(["experiment", "lds", str(run.root), "-q", *settings]) == 0
     base_train = pd.read_parquet(run.split_path("train"))
     masks = lds.draw_subsets(len(base_train), 4, 0.5, seed=0)
     margins = pd.read_parquet(exp / "margins.parquet")
@@ -187,13 +194,6 @@ def test_lds_end_to_end_scores_every_method_and_reuses_the_retrainings(run, caps
     summary = read_json(exp / "summary.json")
     assert summary["methods"] == ["tracin", "representation"] and summary["complete"]
 
-    # a method added later is scored from the same retrainings: nothing is retrained
-    from lingtrace import pipeline
-
-    shutil.rmtree(run.influence_store("representation"))
-    monkeypatch.setattr(pipeline, "run_stages", _no_retraining)
-    assert main(["experiment", "lds", str(run.root), "-q", *settings]) == 0
-    assert set(pd.read_parquet(exp / "lds.parquet")["method"]) == {"tracin"}
     # another fraction is another set of retrainings: refused without --overwrite
     assert main(["experiment", "lds", str(run.root), "-q", *settings, "--set", "experiment.lds_fraction=0.4"]) == 2
     assert "other settings" in capsys.readouterr().err

@@ -225,26 +225,43 @@ def resolve_config(run: RunDir, name: str, overrides: Sequence[str]) -> Config:
     return cfg
 
 
+def retraining_identity(base: Base) -> dict[str, Any]:
+    """The part of the base run's identity that retrainings scored from its stores depend on: its data,
+    training and test selection, not its scores (so computing another method's scores, which rewrites
+    the influence marker, does not make such an experiment's retrainings stale)."""
+    return {stage: base.identity[stage] for stage in ("prepare", "train", "select")}
+
+
 def check_experiment_config(
-    exp_dir: Path, name: str, retraining: dict[str, Any], results: dict[str, Any], base: Base, section: ExperimentConfig, overwrite: bool
+    exp_dir: Path,
+    name: str,
+    retraining: dict[str, Any],
+    results: dict[str, Any],
+    base: Base,
+    section: ExperimentConfig,
+    overwrite: bool,
+    identity: dict[str, Any] | None = None,
 ) -> None:
     """Refuse a rerun whose retraining settings (or base run) differ, unless ``overwrite``; then record the settings.
 
-    Settings that only change how saved results are summarised (``results``) never need ``overwrite``,
-    and neither does a change before any retraining was made (e.g. after a first attempt failed).
-    On ``overwrite`` the previous result files are removed first, so no stale section is reported.
+    ``identity`` is what of the base run the retrainings depend on (default: all of ``base.identity``,
+    its scores included). Settings that only change how saved results are summarised (``results``)
+    never need ``overwrite``, and neither does a change before any retraining was made (e.g. after a
+    first attempt failed). On ``overwrite`` the previous result files are removed first, so no stale
+    section is reported.
     """
     path = exp_dir / CONFIG_FILE
+    identity = base.identity if identity is None else identity
     new = {
         "experiment": name,
         "retraining": retraining,
         "results": results,
-        "base": base.identity,
+        "base": identity,
         "experiment_section": _to_dict(section),
     }
     if path.exists():
         old = read_json(path)
-        same = old.get("retraining") == retraining and old.get("base") == base.identity
+        same = old.get("retraining") == retraining and old.get("base") == identity
         made = any((exp_dir / RUNS_DIR).glob(f"*/{SUBRUN_RECORD}"))  # nothing made yet: nothing to protect
         if not same:
             if made and not overwrite:
@@ -301,9 +318,13 @@ class SubRunSpec:
         """What the evaluation (and influence) depends on besides the training: the test examples."""
         return fingerprint({"selection": frame_hash(self.selection), "eval": frame_hash(self.eval_frame)})
 
-    def identity(self, base: Base) -> str:
-        """What the retraining depends on: the config and the training/dev/test data."""
-        parts: dict[str, Any] = {"config": {s: self.cfg.to_dict()[s] for s in STAGES["influence"]}}
+    def identity(self, base: Base, stage: str | None = None) -> str:
+        """What the retraining depends on: the config sections of the last stage it runs (``train``, or
+        ``influence`` when the sub-run is scored) and the training/dev/test data. So computing another
+        method's scores on the base run, which changes its influence section, leaves a sub-run that is
+        not scored valid. ``stage`` overrides the stage (``influence``: the identity recorded before)."""
+        stage = stage or ("influence" if self.influence else "train")
+        parts: dict[str, Any] = {"config": {s: self.cfg.to_dict()[s] for s in STAGES[stage]}}
         if self.train is not None:
             parts.update(train=frame_hash(self.train), dev=frame_hash(self.dev), test=frame_hash(self.test))
         else:  # made by prepare from the base run's data config: the base sample must be the same
@@ -319,6 +340,9 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     if record_path.exists():
         record = read_json(record_path)
         if record.get("identity") == ident:
+            return sub
+        if record.get("identity") == spec.identity(base, stage="influence"):  # recorded with every section before
+            _update_record(sub, identity=ident)
             return sub
         if not overwrite:
             raise LingtraceError(

@@ -574,7 +574,8 @@ def run(base: C.Base, cfg: Config, overwrite: bool = False, plan_only: bool = Fa
     if plan_only:
         seeds = noise.noise_seeds(cfg)
         return {"experiment": NAME, "plan": plan, "also": [f"{NAME}: + {len(seeds)} noise-floor retraining(s) (seeds {', '.join(map(str, seeds))}), shared with lds"] if seeds else []}
-    C.check_experiment_config(exp_dir, NAME, st, result_settings(cfg), base, cfg.experiment, overwrite)
+    # another method's scores add retrainings; changed scores change a removal, which its sub-run's identity refuses
+    C.check_experiment_config(exp_dir, NAME, st, result_settings(cfg), base, cfg.experiment, overwrite, identity=C.retraining_identity(base))
     C.write_table(exp_dir, "plan", plan, PLAN)
     chosen_rows = sorted({i for r in removals for i in r.group.rows})
     chosen = base.selected.iloc[chosen_rows].reset_index(drop=True)

@@ -86,7 +86,7 @@ LDS = {
     "n_subsets": "subsets (retrainings) behind each correlation",
     "mean_lds": "mean LDS over the test examples",
     "sem_lds": "standard error of the mean (std with ddof 1 / sqrt(n_test))",
-    "ci_low": "bootstrap 95% interval of the mean (test examples resampled): lower end",
+    "ci_low": "bootstrap 95% interval of the mean (test examples resampled, subsets held fixed): lower end",
     "ci_high": "upper end",
     "null_sd": "standard deviation of the mean LDS under the permutation null (margins shuffled over the subsets)",
     "p_vs_null": "two-sided permutation p-value of the mean LDS against zero",
@@ -333,7 +333,9 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
     if plan_only:
         return {"experiment": NAME, "plan": plan}
     methods = common.methods_present(base.run)
-    common.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
+    common.check_experiment_config(
+        exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite, identity=common.retraining_identity(base)
+    )
     common.write_table(exp_dir, "plan", plan, PLAN)
     subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     floor = noise.ensure(base, cfg, overwrite)
@@ -375,8 +377,10 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], na
     notes = [
         "LDS of a method on a test example: Spearman correlation over the subsets between the sum of its scores over the subset's "
         "training examples and the correct-class margin (gold logit minus logsumexp of the others) of the model retrained on the subset.",
-        "The interval is a bootstrap over the test examples; the permutation null shuffles the margins over the subsets; the ceiling is "
-        "what a perfect predictor of the expected margin could reach given the margin's spread from the training seed alone.",
+        "The interval is a bootstrap over the test examples with the subsets held fixed, so it leaves out the uncertainty from "
+        "the draw of the subsets (large when they are few); the permutation null shuffles the margins over the subsets and is the "
+        "test to read; the ceiling is what a perfect predictor of the expected margin could reach given the margin's spread from "
+        "the training seed alone.",
         "For reference, published LDS values: 0.02 for gradient cosine, 0.22 TRAK, 0.45 EK-FAC (GPT-2 on WikiText, bergson "
         "leaderboard); 0.10 plain gradient dot product, 0.32 EK-FAC (BERT on GLUE, kronfluence).",
     ]
@@ -422,6 +426,11 @@ def _readings(overall: pd.DataFrame, floor: noise.NoiseFloor, n_subsets: int, n_
                 f"; {'distinguishable' if distinct else 'not distinguishable'} from a predictor unrelated to retraining "
                 f"(permutation p = {row['p_vs_null']:.3g})"
             )
+            if not distinct and (row["ci_low"] > 0 or row["ci_high"] < 0):
+                text += (
+                    ". The bootstrap interval excludes 0 only because it resamples the test examples with the subsets held fixed; "
+                    "all test examples share the same few subsets, and the permutation test, which accounts for that, does not separate it from chance"
+                )
         out.append(text + ".")
     if len(overall):
         detectable = float(overall["detectable_lds"].iloc[0])

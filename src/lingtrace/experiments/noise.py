@@ -220,7 +220,9 @@ def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloo
     exp_dir = common.experiment_dir(base.run, NAME)
     seeds = noise_seeds(cfg)
     # the seeds are additive (each sub-run stands alone): only the base run's identity is guarded
-    common.check_experiment_config(exp_dir, NAME, {}, {"noise_seeds": len(seeds)}, base, cfg.experiment, overwrite)
+    common.check_experiment_config(
+        exp_dir, NAME, {}, {"noise_seeds": len(seeds)}, base, cfg.experiment, overwrite, identity=common.retraining_identity(base)
+    )
     base_preds = base_predictions(base, exp_dir)
     subs = common.run_all(specs(base, cfg), base, exp_dir, overwrite, desc=NAME) if seeds else {}
     seeded = {seed: common.read_predictions(subs[f"seed-{seed}"]) for seed in seeds}
