@@ -148,6 +148,10 @@ def test_zero_shot_compare_on_a_hand_made_case():
         ("experiment.zero_shot_languages=[xx]", "zero_shot_languages"),
         ("experiment.imbalance_pcts=[-5]", "imbalance_pcts"),
         ("experiment.level_tolerance=0", "level_tolerance"),
+        ("experiment.lds_subsets=2", "lds_subsets"),
+        ("experiment.lds_fraction=1", "lds_fraction"),
+        ("experiment.lds_resamples=10", "lds_resamples"),
+        ("experiment.noise_seeds=-1", "noise_seeds"),
     ],
 )
 def test_experiment_config_validation(override, message):
@@ -205,6 +209,7 @@ experiment:
   zero_shot_languages: [fr]
   imbalance_languages: [de]
   imbalance_pcts: [50, 100]
+  noise_seeds: 1
 """,
         encoding="utf-8",
     )
@@ -265,7 +270,7 @@ def test_k_selection_end_to_end(run, capsys, monkeypatch):
     _check_before_pruning(monkeypatch, lambda sub: checked.append(_check_p_label(sub.root)))
     assert main(["experiment", "k-selection", str(run.root), "-q"]) == 0
     monkeypatch.undo()
-    assert len(checked) == 12  # p_label is the gold-label probability of every retrained final model
+    assert len(checked) == 13  # p_label is the gold-label probability of every retrained final model (+ the noise seed)
     assert _base_files(run) == before  # the base run is only read
     exp = run.root / "experiments" / "k-selection"
     base_train = pd.read_parquet(run.split_path("train"))
@@ -274,7 +279,8 @@ def test_k_selection_end_to_end(run, capsys, monkeypatch):
     selected = pd.read_parquet(run.selection_path).set_index("uid").loc[scores.test_uids].reset_index()
     train_al = base_train.set_index("uid").loc[scores.train_uids].reset_index()
     plan = pd.read_parquet(exp / "plan.parquet")
-    assert len(plan) == 2 * 2 * 3  # groups de, fr x k 2, 4 x positive, negative, random
+    assert len(plan) == 2 * 2 * 3  # groups de, fr x k 2, 4 x positive, negative, random (one method: tracin)
+    assert set(plan["methods"]) == {"tracin"}
     assert set(plan["group"]) == {"lang-de", "lang-fr"}
 
     for row in plan.itertuples():
@@ -333,16 +339,24 @@ def test_k_selection_end_to_end(run, capsys, monkeypatch):
             diff = sub.set_index(["group", "test_uid"])["delta"] - rand.reindex(sub.set_index(["group", "test_uid"]).index)
             assert row.mean_minus_random == pytest.approx(diff.mean())
     summary = read_json(exp / "summary.json")
-    for d, by_k in summary["mean_delta"].items():
+    assert summary["methods"] == ["tracin"]
+    for d, by_k in summary["mean_delta"]["tracin"].items():
         for k, v in by_k.items():
             assert v == pytest.approx(faith[(faith.direction == d) & (faith.k == int(k)) & (faith.test_lang == "all")]["mean_delta"].iloc[0])
     lo = pd.read_parquet(exp / "levels_off.parquet")
     for row in lo.itertuples():
         allrows = faith[(faith.direction == row.direction) & (faith.test_lang == "all")].sort_values("k")
         expected = _levels_off_by_hand(allrows["k"].tolist(), allrows["mean_delta"].tolist(), 10.0)
-        assert (None if pd.isna(row.levels_off_k) else int(row.levels_off_k)) == expected == summary["levels_off"][row.direction]
-    assert summary["cost"]["retrainings"] == 12 and summary["cost"]["grouping"] == "language"
-    _check_section(exp, "12 retrainings")
+        assert (None if pd.isna(row.levels_off_k) else int(row.levels_off_k)) == expected == summary["levels_off"]["tracin"][row.direction]
+    assert summary["cost"]["retrainings"] == 13 and summary["cost"]["grouping"] == "language"  # 12 + the noise seed
+    _check_section(exp, "12 retrainings for 1 method(s) (tracin)")
+    # next to the figures: the noise floor of the chosen test examples and the difference they can detect
+    floor = pd.read_parquet(run.root / "experiments" / "noise-floor" / "noise.parquet")
+    chosen = floor[floor["test_uid"].isin(set(changes["test_uid"]))]
+    p_sd = np.mean([np.std([g["p_base"].iloc[0], *g["p_label"]], ddof=1) for _, g in chosen.groupby("test_uid")])
+    row = faith[(faith.direction == "positive") & (faith.test_lang == "all")].iloc[0]
+    assert row.detectable_vs_random == pytest.approx(2.801585 * np.sqrt(2) * p_sd / np.sqrt(row.n_test), rel=1e-5)
+    assert "Noise floor" in (exp / "section.html").read_text(encoding="utf-8")
 
     # rerun: nothing is retrained (training would fail), results are rewritten
     stamps = _mtimes(exp / "runs")

@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-recipe", action="store_true", help="declare that the config's model.name and train.* are how the checkpoints were trained, so that the retraining experiments may run")
     _add_common(p, run_arg=False)
 
-    p = sub.add_parser("experiment", help="retraining experiments on a run complete through influence: k-selection, zero-shot, imbalance, all")
-    p.add_argument("name", metavar="NAME", help="k-selection (faithfulness of the top-k, with a random control), zero-shot, imbalance, or all")
+    p = sub.add_parser("experiment", help="retraining experiments on a run complete through influence: k-selection, zero-shot, imbalance, lds, all")
+    p.add_argument("name", metavar="NAME", help="k-selection (faithfulness of the top-k, with a random control), zero-shot, imbalance, lds (linear datamodeling score of every influence method), or all")
     p.add_argument("run", metavar="RUN", help="the base run directory (complete through influence); results go to RUN/experiments/NAME/")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override an experiment.* key, e.g. --set experiment.ks=[50,100] (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="redo an experiment whose settings changed (retrainings with an unchanged training set are reused)")

@@ -132,7 +132,7 @@ class AnalysisConfig:
 
 
 #: the retraining experiments (``lingtrace experiment NAME RUN``) and their test-example groupings
-EXPERIMENTS = ("k-selection", "zero-shot", "imbalance")
+EXPERIMENTS = ("k-selection", "zero-shot", "imbalance", "lds")
 K_GROUPINGS = ("example", "language", "all")
 K_DIRECTIONS = ("positive", "negative", "random")
 
@@ -165,6 +165,16 @@ class ExperimentConfig:
     imbalance_pcts: list[float] = _f(
         help="imbalance: extra training data of the language, in % of data.train_per_lang (paper: 25, 50, 75, 100)",
         factory=lambda: [25.0, 50.0, 75.0, 100.0],
+    )
+    lds_subsets: int = _f(
+        50, "lds: random subsets of the training set retrained (m); more subsets narrow the LDS interval and the "
+        "permutation null, and a larger m keeps the earlier subsets"
+    )
+    lds_fraction: float = _f(0.5, "lds: share of the training set each subset keeps (alpha), drawn with experiment.seed")
+    lds_resamples: int = _f(2000, "lds: bootstrap draws (interval) and permutations (null) per LDS figure")
+    noise_seeds: int = _f(
+        3, "lds and k-selection: retrainings of the unchanged training set with other training seeds (train.seed + 1, ...), "
+        "the noise floor every faithfulness figure is shown against (0 = none)"
     )
     keep_checkpoints: bool = _f(
         False, "keep every retraining sub-run's epoch checkpoints (default: delete them once the sub-run's stages are "
@@ -258,6 +268,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "zero_shot_languages": ["es"],
             "imbalance_languages": ["es"],
             "imbalance_pcts": [50.0, 100.0],
+            # LDS: fewer subsets than the default 50 (README: measured time and the power it reaches)
+            "lds_subsets": 16,
+            "noise_seeds": 3,
         },
     },
     # the offline decoder demo: SmolLM2-135M-Instruct (English-centric) answering with the emoji group's
@@ -516,6 +529,14 @@ def _validate_experiment(cfg: Config) -> None:
                 f"experiment.{key} has {unknown[0]!r}, which is not one of data.languages {langs}",
                 f"list only languages of data.languages in experiment.{key} (empty = all), e.g. --set experiment.{key}=[]",
             )
+    if x.lds_subsets < 3:
+        raise LingtraceError(f"experiment.lds_subsets must be at least 3 (a rank correlation over the subsets), got {x.lds_subsets}")
+    if not 0 < x.lds_fraction < 1:
+        raise LingtraceError(f"experiment.lds_fraction must be in (0, 1), got {x.lds_fraction}")
+    if x.lds_resamples < 100:
+        raise LingtraceError(f"experiment.lds_resamples must be at least 100, got {x.lds_resamples}")
+    if x.noise_seeds < 0:
+        raise LingtraceError(f"experiment.noise_seeds must be 0 or more, got {x.noise_seeds}")
     if not x.imbalance_pcts or any(p <= 0 for p in x.imbalance_pcts):
         raise LingtraceError(f"experiment.imbalance_pcts must be a non-empty list of percentages > 0, got {x.imbalance_pcts}")
 

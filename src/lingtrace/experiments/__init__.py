@@ -1,8 +1,10 @@
 """Retraining experiments built on a finished run (``lingtrace experiment NAME RUN``).
 
 ``k-selection`` (faithfulness of the top-k, with a random control; paper Fig. 1, 6-8), ``zero-shot``
-(retraining without a language; Fig. 4) and ``imbalance`` (extra data for a language; Fig. 5). Each
-reuses the base run's data, config and scores and writes ``RUN/experiments/NAME/`` (see ``common``).
+(retraining without a language; Fig. 4), ``imbalance`` (extra data for a language; Fig. 5) and ``lds``
+(the linear datamodeling score of every influence method present). Each reuses the base run's data,
+config and scores and writes ``RUN/experiments/NAME/`` (see ``common``); ``lds`` and ``k-selection``
+share the noise-floor retrainings of ``noise`` (``RUN/experiments/noise-floor/``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def _module(name: str):
-    from lingtrace.experiments import imbalance, kselect, zeroshot
+    from lingtrace.experiments import imbalance, kselect, lds, zeroshot
 
-    return {"k-selection": kselect, "zero-shot": zeroshot, "imbalance": imbalance}[name]
+    return {"k-selection": kselect, "zero-shot": zeroshot, "imbalance": imbalance, "lds": lds}[name]
 
 
 def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwrite: bool = False, plan_only: bool = False) -> str:
@@ -48,6 +50,7 @@ def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwr
             plan = out["plan"]
             lines.append(f"{n}: {len(plan)} retraining(s)")
             lines.append(plan.to_string(index=False))
+            lines += out.get("also", [])
         else:
             d = experiment_dir(run, n)
             lines += [f"{n}: {r}" for r in out.get("readings", [])]

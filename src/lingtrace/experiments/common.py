@@ -60,6 +60,10 @@ CHANGED_FILE = "changed.parquet"
 BASE_PREDICTIONS = "base_predictions.parquet"
 #: probability the model gives the gold label (added to the prediction tables)
 P_LABEL = "p_label"
+#: the correct-class margin: gold logit minus the logsumexp of the other logits (added to the prediction tables)
+MARGIN = "margin"
+#: the final model's logits, one list per example (added to the prediction tables)
+LOGITS = "logits"
 
 #: base stages that must be complete before any experiment
 BASE_STAGES = ("prepare", "train", "select", "influence")
@@ -93,8 +97,49 @@ class Base:
     def languages(self) -> list[str]:
         return list(self.cfg.data.languages)
 
+    def method_total(self, method: str) -> np.ndarray:
+        """The summed score of influence method ``method`` [selected test x train], in the order of
+        ``selected`` and ``train`` (float64). Its store must hold exactly the base run's examples."""
+        if method == self.scores.method:
+            return self.total()
+        scores = load_scores(self.run, method=method)
+        fix = f"rerun `lingtrace influence {self.run.root} --method {method} --overwrite`"
+        train_cols = _positions(scores.train_uids, self.train[S.UID].astype(str), f"{method} scores' training examples", fix)
+        test_rows = _positions(scores.test_uids, self.selected[S.UID].astype(str), f"{method} scores' test examples", fix)
+        return scores.total()[np.ix_(test_rows, train_cols)]
 
-def _read_frame(path: Path, fix: str) -> pd.DataFrame:
+
+def _positions(have: Sequence[str], want: Sequence[str], what: str, fix: str) -> np.ndarray:
+    """Positions in ``have`` of every uid of ``want``; a one-line error when the two differ as sets."""
+    index = pd.Index([str(u) for u in have])
+    wanted = list(want)
+    if len(index) != len(wanted) or index.has_duplicates or not index.isin(wanted).all():
+        raise LingtraceError(f"the base run's {what} are not the examples of its tracin scores", fix)
+    return index.get_indexer(wanted)
+
+
+def methods_present(run: RunDir) -> list[str]:
+    """The influence methods with a complete score store in ``run`` (tracin first, then by name):
+    discovered from ``RUN/influence/``, so a method added later is found without a change here."""
+    from lingtrace.influence.methods import DEFAULT_METHOD
+    from lingtrace.influence.store.meta import has_store, read_meta
+
+    found = []
+    root = run.influence_root
+    candidates = [(DEFAULT_METHOD, run.influence_store(DEFAULT_METHOD))]
+    if root.is_dir():
+        candidates += [(d.name, d) for d in sorted(root.iterdir()) if d.is_dir() and d.name != DEFAULT_METHOD]
+    for name, directory in candidates:
+        if not has_store(directory) or name in found:
+            continue
+        if read_meta(directory).complete:
+            found.append(name)
+        else:
+            log.warning("the %s scores in %s are incomplete: left out of the experiments (finish them with `lingtrace influence RUN --method %s`)", name, directory, name)
+    return found
+
+
+def read_frame(path: Path, fix: str) -> pd.DataFrame:
     if not path.exists():
         raise LingtraceError(f"missing {path}", fix)
     try:
@@ -130,10 +175,10 @@ def load_base(run: RunDir) -> Base:
     if not scores.epochs:
         raise LingtraceError(f"the influence scores of {run.root} hold no checkpoint", f"rerun `lingtrace influence {run.root} --overwrite`")
     fix = f"rerun `lingtrace prepare {run.root} --overwrite` and the stages after it"
-    train = _read_frame(run.split_path("train"), fix)
-    dev = _read_frame(run.split_path("dev"), fix)
-    test_pool = _read_frame(run.split_path("test"), fix)
-    selected = _read_frame(run.selection_path, f"rerun `lingtrace select {run.root} --overwrite`")
+    train = read_frame(run.split_path("train"), fix)
+    dev = read_frame(run.split_path("dev"), fix)
+    test_pool = read_frame(run.split_path("test"), fix)
+    selected = read_frame(run.selection_path, f"rerun `lingtrace select {run.root} --overwrite`")
     identity = {
         stage: read_json(run.stage_marker(stage)).get("fingerprint") for stage in BASE_STAGES
     } | {"scores": scores.meta.get("fingerprint")}
@@ -180,26 +225,43 @@ def resolve_config(run: RunDir, name: str, overrides: Sequence[str]) -> Config:
     return cfg
 
 
+def retraining_identity(base: Base) -> dict[str, Any]:
+    """The part of the base run's identity that retrainings scored from its stores depend on: its data,
+    training and test selection, not its scores (so computing another method's scores, which rewrites
+    the influence marker, does not make such an experiment's retrainings stale)."""
+    return {stage: base.identity[stage] for stage in ("prepare", "train", "select")}
+
+
 def check_experiment_config(
-    exp_dir: Path, name: str, retraining: dict[str, Any], results: dict[str, Any], base: Base, section: ExperimentConfig, overwrite: bool
+    exp_dir: Path,
+    name: str,
+    retraining: dict[str, Any],
+    results: dict[str, Any],
+    base: Base,
+    section: ExperimentConfig,
+    overwrite: bool,
+    identity: dict[str, Any] | None = None,
 ) -> None:
     """Refuse a rerun whose retraining settings (or base run) differ, unless ``overwrite``; then record the settings.
 
-    Settings that only change how saved results are summarised (``results``) never need ``overwrite``,
-    and neither does a change before any retraining was made (e.g. after a first attempt failed).
-    On ``overwrite`` the previous result files are removed first, so no stale section is reported.
+    ``identity`` is what of the base run the retrainings depend on (default: all of ``base.identity``,
+    its scores included). Settings that only change how saved results are summarised (``results``)
+    never need ``overwrite``, and neither does a change before any retraining was made (e.g. after a
+    first attempt failed). On ``overwrite`` the previous result files are removed first, so no stale
+    section is reported.
     """
     path = exp_dir / CONFIG_FILE
+    identity = base.identity if identity is None else identity
     new = {
         "experiment": name,
         "retraining": retraining,
         "results": results,
-        "base": base.identity,
+        "base": identity,
         "experiment_section": _to_dict(section),
     }
     if path.exists():
         old = read_json(path)
-        same = old.get("retraining") == retraining and old.get("base") == base.identity
+        same = old.get("retraining") == retraining and old.get("base") == identity
         made = any((exp_dir / RUNS_DIR).glob(f"*/{SUBRUN_RECORD}"))  # nothing made yet: nothing to protect
         if not same:
             if made and not overwrite:
@@ -256,9 +318,13 @@ class SubRunSpec:
         """What the evaluation (and influence) depends on besides the training: the test examples."""
         return fingerprint({"selection": frame_hash(self.selection), "eval": frame_hash(self.eval_frame)})
 
-    def identity(self, base: Base) -> str:
-        """What the retraining depends on: the config and the training/dev/test data."""
-        parts: dict[str, Any] = {"config": {s: self.cfg.to_dict()[s] for s in STAGES["influence"]}}
+    def identity(self, base: Base, stage: str | None = None) -> str:
+        """What the retraining depends on: the config sections of the last stage it runs (``train``, or
+        ``influence`` when the sub-run is scored) and the training/dev/test data. So computing another
+        method's scores on the base run, which changes its influence section, leaves a sub-run that is
+        not scored valid. ``stage`` overrides the stage (``influence``: the identity recorded before)."""
+        stage = stage or ("influence" if self.influence else "train")
+        parts: dict[str, Any] = {"config": {s: self.cfg.to_dict()[s] for s in STAGES[stage]}}
         if self.train is not None:
             parts.update(train=frame_hash(self.train), dev=frame_hash(self.dev), test=frame_hash(self.test))
         else:  # made by prepare from the base run's data config: the base sample must be the same
@@ -274,6 +340,9 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     if record_path.exists():
         record = read_json(record_path)
         if record.get("identity") == ident:
+            return sub
+        if record.get("identity") == spec.identity(base, stage="influence"):  # recorded with every section before
+            _update_record(sub, identity=ident)
             return sub
         if not overwrite:
             raise LingtraceError(
@@ -317,23 +386,47 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     return sub
 
 
-def predict_frame(run: RunDir, cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the run's final model's ``pred``, ``confidence`` and ``p_label`` (probability of the gold label)."""
+def correct_class_margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per example: the gold label's logit minus the logsumexp of the other logits (float64).
+
+    Equals log p(gold) - log(1 - p(gold)) under the softmax, without its rounding for confident models."""
+    from scipy.special import logsumexp
+
+    z = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(z))
+    others = z.copy()
+    others[rows, labels] = -np.inf
+    return z[rows, labels] - logsumexp(others, axis=1)
+
+
+def final_logits(run: RunDir, cfg: Config, frame: pd.DataFrame) -> np.ndarray:
+    """The run's final model's class scores on ``frame`` [n, num_labels] (float32): a classifier's logits, a
+    causal LM's total log-likelihoods of the verbalisations; batched like training's predictions."""
     from lingtrace.models.loading import load_checkpoint
     from lingtrace.selection import final_checkpoint
-    from lingtrace.training.trainer import predict
+    from lingtrace.training.trainer import class_scores
     from lingtrace.utils import resolve_device
 
-    epoch = final_checkpoint(run)
     device = resolve_device(cfg.train.device)
-    model, tokenizer = load_checkpoint(run.checkpoint_dir(epoch))
+    model, tokenizer = load_checkpoint(run.checkpoint_dir(final_checkpoint(run)))
     model.to(device)
-    probs = predict(model, tokenizer, frame.reset_index(drop=True), cfg, device, desc="predict")
+    return class_scores(model, tokenizer, frame.reset_index(drop=True), cfg, device, desc="evaluate")
+
+
+def predict_frame(run: RunDir, cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the run's final model's ``pred``, ``confidence``, ``p_label`` (probability of the gold
+    label), ``margin`` (``correct_class_margin``) and ``logits``."""
+    from scipy.special import softmax
+
+    logits = final_logits(run, cfg, frame)
+    probs = softmax(logits.astype(np.float64), axis=1)
     out = frame.reset_index(drop=True).copy()
     labels = out[S.LABEL].to_numpy(dtype=np.int64)
     out[S.PRED] = probs.argmax(1).astype(np.int64)
-    out[S.CONFIDENCE] = probs.max(1).astype(np.float64)
-    out[P_LABEL] = probs[np.arange(len(out)), labels].astype(np.float64)
+    out[S.CONFIDENCE] = probs.max(1)
+    out[P_LABEL] = probs[np.arange(len(out)), labels]
+    out[MARGIN] = correct_class_margin(logits, labels)
+    out[LOGITS] = list(logits)
     return out
 
 
@@ -391,7 +484,7 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
         write_parquet(sub.selection_path.parent / "predictions.parquet", preds)
         by_uid = preds.set_index(S.UID)
         chosen = spec.selection[S.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
-        for col in (S.PRED, S.CONFIDENCE, P_LABEL):
+        for col in (S.PRED, S.CONFIDENCE, P_LABEL, MARGIN):
             chosen[col] = by_uid.loc[chosen[S.UID], col].to_numpy()
         write_parquet(sub.selection_path, chosen)
         sub.mark_complete(
@@ -518,3 +611,29 @@ def write_summary(exp_dir: Path, summary: dict[str, Any]) -> None:
     path = exp_dir / SUMMARY_FILE
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def write_result(exp_dir: Path, module: Any, cfg: Config, base: Base, section: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Write an experiment's ``section.html`` and ``summary.json`` (the standard keys first, then ``fields``).
+
+    ``module`` is the experiment's module (its ``NAME``, ``TITLE``, ``REPRODUCES``, ``retraining_settings``
+    and ``result_settings``); ``section`` holds ``readings``, ``cost`` (the cost text), ``notes`` and ``body``
+    (HTML). Returns the summary."""
+    from lingtrace.experiments import html
+
+    fragment = html.section(module.NAME, module.TITLE, module.REPRODUCES, section["readings"], section["cost"], section["notes"], section["body"])
+    write_text(exp_dir / SECTION_FILE, fragment)
+    summary = {
+        "experiment": module.NAME,
+        "title": module.TITLE,
+        "reproduces": module.REPRODUCES,
+        "complete": True,
+        "settings": {**module.retraining_settings(cfg), **module.result_settings(cfg)},
+        "base_run": str(base.run.root),
+        **fields,
+        "section": SECTION_FILE,
+        "readings": list(section["readings"]),
+        "notes": list(section["notes"]),
+    }
+    write_summary(exp_dir, summary)
+    return summary

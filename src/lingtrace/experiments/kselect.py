@@ -1,17 +1,24 @@
-"""k selection / faithfulness (paper Fig. 1 and 6-8), with a random control the paper lacks.
+"""k selection / faithfulness (paper Fig. 1 and 6-8), with a random control the paper lacks, per method.
 
-For every group of test examples (``experiment.k_grouping``: one test example, a test language, or all
-chosen test examples), every k of ``experiment.ks`` and every direction of ``experiment.k_directions``,
-the model is retrained (base config and seed) without:
+For every influence method present in the base run (``RUN/influence/METHOD/``, discovered), every group
+of test examples (``experiment.k_grouping``: one test example, a test language, or all chosen test
+examples), every k of ``experiment.ks`` and every direction of ``experiment.k_directions``, the model is
+retrained (base config and seed) without:
 
-* ``positive``: the union over the group's test examples of their top-k training examples by the base
-  run's summed TracIn score (largest scores);
+* ``positive``: the union over the group's test examples of their top-k training examples by the
+  method's summed score in the base run (largest scores);
 * ``negative``: the same with the k smallest scores;
 * ``random`` (control): as many training examples as the ``positive`` removal of the same group and k,
   drawn uniformly from the whole training set. The draw is the first n entries of one permutation of
   the training rows, seeded by ``(experiment.seed, group name)`` only: it never sees the scores (it may
   overlap the influential sets by chance, as a random draw would), and it is nested across k like the
   top-k sets are.
+
+A removal whose training set is identical to one already planned (the random controls of methods whose
+positive removals have the same size, or two methods agreeing on a top-k) reuses that retraining.
+tracin's sub-runs keep the names ``GROUP-DIRECTION-kK``; another method's are ``GROUP-METHOD-DIRECTION-kK``.
+Every figure is shown against the noise floor (``noise``): the same training set retrained with other
+seeds, and the paired difference against the random control that the chosen test examples can detect.
 
 The measured change for a test example is ``p_retrained - p_base``: the probability of its gold label
 under the retrained final model minus under the base final model (both predicted the same way on the
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +52,10 @@ from lingtrace.data import schema as S
 from lingtrace.errors import LingtraceError
 from lingtrace.experiments import common as C
 from lingtrace.experiments import html as H
+from lingtrace.experiments import noise
+from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.io import write_parquet
+from lingtrace.report.html import pvalue
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ RANDOM = "random"  # the control, beside the analyses' positive / negative direc
 
 PLAN = {
     "sub_run": "sub-run directory under runs/",
+    "methods": "the influence methods whose removal this retraining is (comma-separated; one retraining serves identical training sets)",
     "group": "the test examples sharing this retraining: all, lang-XX (a test language) or ex-UID (one test example)",
     "direction": "positive (removed the union of the group's top-k largest scores), negative (top-k smallest), random (control)",
     "k": "k of the sweep",
@@ -63,6 +75,7 @@ PLAN = {
     "n_train": "training examples left for the retraining",
 }
 CHANGES = {
+    "method": "influence method whose scores chose the removal (random: the control sized like that method's positive removal)",
     "group": "the test examples sharing the retraining",
     "direction": "positive, negative or random",
     "k": "k of the sweep",
@@ -78,6 +91,7 @@ CHANGES = {
     "flipped": "the retrained model no longer predicts the gold label (the base model did: selected examples are correct)",
 }
 FAITHFULNESS = {
+    "method": "influence method",
     "direction": "positive, negative or random",
     "k": "k of the sweep",
     "test_lang": "test language, or all",
@@ -93,8 +107,10 @@ FAITHFULNESS = {
     "flip_pct": "% of the test examples whose prediction is no longer the gold label",
     "mean_minus_random": "mean of (change - change of the random control) paired by test example (empty for random)",
     "p_vs_random": "two-sided Wilcoxon signed-rank p-value of those paired differences (empty when not computable)",
+    "detectable_vs_random": "the paired difference these test examples detect with 80% power (5% level) given the noise floor's seed spread (empty without noise seeds)",
 }
 LEVELS_OFF = {
+    "method": "influence method",
     "direction": "positive, negative or random",
     "levels_off_k": "smallest k after which the mean change (all test examples) moves by at most the tolerance; empty = still changing at the largest k",
     "mean_delta_at_k": "the mean change at levels_off_k",
@@ -138,10 +154,19 @@ class Removal:
     best_rank: np.ndarray | None = None  # per removed column: its best rank among the group's top-k
     n_tests: np.ndarray | None = None  # per removed column: how many of the group's test examples have it in their top-k
     draw_position: np.ndarray | None = None  # random: position in the seeded permutation
+    method: str = DEFAULT_METHOD
+    shared_with: str | None = None  # the sub-run of an identical removal planned before, which this one reuses
+
+    @property
+    def name(self) -> str:
+        """This removal's own sub-run name."""
+        prefix = "" if self.method == DEFAULT_METHOD else f"{_safe(self.method)}-"
+        return f"{self.group.name}-{prefix}{self.direction}-k{self.k}"
 
     @property
     def sub_run(self) -> str:
-        return f"{self.group.name}-{self.direction}-k{self.k}"
+        """The sub-run that holds its retraining (its own, or the identical one it reuses)."""
+        return self.shared_with or self.name
 
 
 def _crc(text: str) -> int:
@@ -198,8 +223,10 @@ def random_removal(n_train: int, n: int, seed: int, group: str) -> tuple[np.ndar
     return perm[order], order.astype(np.int64)
 
 
-def plan_removals(matrix: np.ndarray, groups: Sequence[Group], ks: Sequence[int], directions: Sequence[str], seed: int) -> list[Removal]:
-    """Every removal of the sweep, from the summed score matrix [selected test x train]."""
+def plan_removals(
+    matrix: np.ndarray, groups: Sequence[Group], ks: Sequence[int], directions: Sequence[str], seed: int, method: str = DEFAULT_METHOD
+) -> list[Removal]:
+    """Every removal of the sweep for one method, from its summed score matrix [selected test x train]."""
     n_train = matrix.shape[1]
     if max(ks) >= n_train:
         raise LingtraceError(
@@ -219,10 +246,10 @@ def plan_removals(matrix: np.ndarray, groups: Sequence[Group], ks: Sequence[int]
                     continue
                 if d == RANDOM:
                     cols, draw = random_removal(n_train, len(pos[0]), seed, g.name)
-                    r = Removal(g, d, k, cols, draw_position=draw)
+                    r = Removal(g, d, k, cols, draw_position=draw, method=method)
                 else:
                     cols, best, counts = found[d]
-                    r = Removal(g, d, k, cols, best_rank=best, n_tests=counts)
+                    r = Removal(g, d, k, cols, best_rank=best, n_tests=counts, method=method)
                 if len(r.columns) >= n_train:
                     raise LingtraceError(
                         f"k={k} removes all {n_train} training examples for group {g.name} ({d})",
@@ -230,6 +257,21 @@ def plan_removals(matrix: np.ndarray, groups: Sequence[Group], ks: Sequence[int]
                     )
                 out.append(r)
     return out
+
+
+def share_identical(removals: Sequence[Removal]) -> list[Removal]:
+    """Point every removal whose (group, removed columns) equals an earlier one at that one's sub-run
+    (``shared_with``); returns the removals that need a retraining of their own, in order."""
+    first: dict[tuple[str, bytes], str] = {}
+    own = []
+    for r in removals:
+        key = (r.group.name, np.asarray(r.columns, dtype=np.int64).tobytes())
+        if key in first:
+            r.shared_with = first[key]
+        else:
+            first[key] = r.name
+            own.append(r)
+    return own
 
 
 def levels_off(ks: Sequence[int], means: Sequence[float], tolerance_pct: float) -> tuple[int | None, float, float]:
@@ -251,12 +293,17 @@ def levels_off(ks: Sequence[int], means: Sequence[float], tolerance_pct: float) 
 # ---------------------------------------------------------------- result tables (pure functions)
 
 
-def faithfulness_table(changes: pd.DataFrame, languages: Sequence[str]) -> pd.DataFrame:
+def faithfulness_table(changes: pd.DataFrame, languages: Sequence[str], noise_sd: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per method, direction, k and test language (and all): the change's statistics, paired against the
+    random control. ``noise_sd``: per test language and ``all``, the seed spread of the gold-label
+    probability (``noise.summarize``'s ``p_sd``) for the detectable difference."""
     from scipy.stats import wilcoxon
 
     rows = []
-    rand = changes[changes["direction"] == RANDOM].set_index(["group", "k", "test_uid"])["delta"]
-    for (direction, k), grp in changes.groupby(["direction", "k"], sort=False):
+    noise_sd = noise_sd or {}
+    key_cols = ["method", "group", "k", "test_uid"]
+    rand = changes[changes["direction"] == RANDOM].set_index(key_cols)["delta"]
+    for (method, direction, k), grp in changes.groupby(["method", "direction", "k"], sort=False):
         langs = [lang for lang in languages if (grp["test_lang"] == lang).any()]
         for lang in [*langs, ALL]:
             sub = grp if lang == ALL else grp[grp["test_lang"] == lang]
@@ -264,7 +311,7 @@ def faithfulness_table(changes: pd.DataFrame, languages: Sequence[str]) -> pd.Da
             n = len(d)
             diff_mean, p = float("nan"), float("nan")
             if direction != RANDOM and len(rand):
-                key = pd.MultiIndex.from_frame(sub[["group", "k", "test_uid"]])
+                key = pd.MultiIndex.from_frame(sub[key_cols])
                 r = rand.reindex(key).to_numpy(dtype=np.float64)
                 ok = np.isfinite(r)
                 if ok.any():
@@ -274,6 +321,7 @@ def faithfulness_table(changes: pd.DataFrame, languages: Sequence[str]) -> pd.Da
                         p = float(wilcoxon(diff).pvalue)
             rows.append(
                 {
+                    "method": method,
                     "direction": direction,
                     "k": int(k),
                     "test_lang": lang,
@@ -289,25 +337,27 @@ def faithfulness_table(changes: pd.DataFrame, languages: Sequence[str]) -> pd.Da
                     "flip_pct": float(100.0 * sub["flipped"].mean()),
                     "mean_minus_random": diff_mean,
                     "p_vs_random": p,
+                    "detectable_vs_random": noise.detectable_difference(noise_sd.get(lang, float("nan")), n) if direction != RANDOM else float("nan"),
                 }
             )
     out = pd.DataFrame(rows, columns=list(FAITHFULNESS))
-    dir_order = {POSITIVE: 0, NEGATIVE: 1, RANDOM: 2}
-    lang_order = {lang: i for i, lang in enumerate([*languages, ALL])}
+    method_order = {m: i for i, m in enumerate(dict.fromkeys(changes["method"]))}
+    orders = {"method": method_order, "direction": {POSITIVE: 0, NEGATIVE: 1, RANDOM: 2}, "test_lang": {lang: i for i, lang in enumerate([*languages, ALL])}}
     return out.sort_values(
-        ["direction", "k", "test_lang"], key=lambda s: s.map(dir_order) if s.name == "direction" else (s.map(lang_order) if s.name == "test_lang" else s), kind="stable"
+        ["method", "direction", "k", "test_lang"], key=lambda s: s.map(orders[s.name]) if s.name in orders else s, kind="stable"
     ).reset_index(drop=True)
 
 
 def levels_off_table(faith: pd.DataFrame, tolerance_pct: float) -> pd.DataFrame:
     rows = []
-    for direction in (POSITIVE, NEGATIVE, RANDOM):
-        sub = faith[(faith["direction"] == direction) & (faith["test_lang"] == ALL)].sort_values("k")
-        if sub.empty:
-            continue
-        k, rng, tol = levels_off(sub["k"].tolist(), sub["mean_delta"].tolist(), tolerance_pct)
-        at = float(sub.loc[sub["k"] == k, "mean_delta"].iloc[0]) if k is not None else float("nan")
-        rows.append({"direction": direction, "levels_off_k": k, "mean_delta_at_k": at, "range": rng, "tolerance": tol})
+    for method in dict.fromkeys(faith["method"]):
+        for direction in (POSITIVE, NEGATIVE, RANDOM):
+            sub = faith[(faith["method"] == method) & (faith["direction"] == direction) & (faith["test_lang"] == ALL)].sort_values("k")
+            if sub.empty:
+                continue
+            k, rng, tol = levels_off(sub["k"].tolist(), sub["mean_delta"].tolist(), tolerance_pct)
+            at = float(sub.loc[sub["k"] == k, "mean_delta"].iloc[0]) if k is not None else float("nan")
+            rows.append({"method": method, "direction": direction, "levels_off_k": k, "mean_delta_at_k": at, "range": rng, "tolerance": tol})
     out = pd.DataFrame(rows, columns=list(LEVELS_OFF))
     out["levels_off_k"] = out["levels_off_k"].astype("Int64")
     return out
@@ -331,17 +381,18 @@ def _changed_frame(base: C.Base, r: Removal, reason: str) -> pd.DataFrame:
 def _reason(r: Removal, test_uids: Sequence[str], seed: int) -> str:
     if r.direction == RANDOM:
         return (
-            f"random control: {len(r.columns)} training examples (as many as the positive removal of group {r.group.name} at k={r.k}) "
+            f"random control: {len(r.columns)} training examples (as many as the {r.method} positive removal of group {r.group.name} at k={r.k}) "
             f"drawn uniformly with seed ({seed}, {r.group.name!r}), independent of the scores"
         )
     which = "largest" if r.direction == POSITIVE else "smallest"
     return (
-        f"union of the top-{r.k} training examples with the {which} summed TracIn scores of the base run "
+        f"union of the top-{r.k} training examples with the {which} summed {r.method} scores of the base run "
         f"for test example(s) {', '.join(test_uids)}"
     )
 
 
-def build(base: C.Base, cfg: Config) -> tuple[list[Removal], list[C.SubRunSpec], pd.DataFrame]:
+def build(base: C.Base, cfg: Config, methods: Sequence[str] = (DEFAULT_METHOD,)) -> tuple[list[Removal], list[C.SubRunSpec], pd.DataFrame]:
+    """Every method's removals (those with an identical training set share one retraining), the sub-runs and the plan."""
     st = retraining_settings(cfg)
     test_uids = base.selected[S.UID].astype(str).tolist()
     test_langs = base.selected[S.LANG].astype(str).tolist()
@@ -352,9 +403,11 @@ def build(base: C.Base, cfg: Config) -> tuple[list[Removal], list[C.SubRunSpec],
             "choose experiment.k_languages among the languages in selection/test.parquet",
         )
     groups = make_groups(test_uids, test_langs, rows, st["k_grouping"], st["k_languages"])
-    removals = plan_removals(base.total(), groups, st["ks"], st["k_directions"], st["seed"])
+    removals = [r for m in methods for r in plan_removals(base.method_total(m), groups, st["ks"], st["k_directions"], st["seed"], method=m)]
+    own = share_identical(removals)
+    served = {r.name: [q.method for q in removals if q.sub_run == r.name] for r in own}
     specs, plan = [], []
-    for r in removals:
+    for r in own:
         uids = [test_uids[i] for i in r.group.rows]
         keep = np.ones(len(base.train), dtype=bool)
         keep[r.columns] = False
@@ -374,11 +427,20 @@ def build(base: C.Base, cfg: Config) -> tuple[list[Removal], list[C.SubRunSpec],
                 dev=base.dev,
                 test=base.test_pool,
                 changed=_changed_frame(base, r, reason),
-                info={"group": r.group.name, "direction": r.direction, "k": r.k, "test_uids": uids},
+                info={"group": r.group.name, "direction": r.direction, "k": r.k, "methods": served[r.name], "test_uids": uids},
             )
         )
         plan.append(
-            {"sub_run": r.sub_run, "group": r.group.name, "direction": r.direction, "k": r.k, "n_test": len(uids), "n_removed": len(r.columns), "n_train": int(keep.sum())}
+            {
+                "sub_run": r.sub_run,
+                "methods": ",".join(dict.fromkeys(served[r.name])),
+                "group": r.group.name,
+                "direction": r.direction,
+                "k": r.k,
+                "n_test": len(uids),
+                "n_removed": len(r.columns),
+                "n_train": int(keep.sum()),
+            }
         )
     return removals, specs, pd.DataFrame(plan, columns=list(PLAN))
 
@@ -404,6 +466,7 @@ def changes_table(removals: Sequence[Removal], subs: dict, base_preds: pd.DataFr
         parts.append(
             pd.DataFrame(
                 {
+                    "method": r.method,
                     "group": r.group.name,
                     "direction": r.direction,
                     "k": int(r.k),
@@ -424,86 +487,115 @@ def changes_table(removals: Sequence[Removal], subs: dict, base_preds: pd.DataFr
     return out[list(CHANGES)]
 
 
-def _figure(faith: pd.DataFrame, lo: pd.DataFrame, tol: float):
+def _figure(faith: pd.DataFrame, lo: pd.DataFrame, floor_row: dict[str, Any]):
+    """One panel per method: mean change against k per direction, the noise floor as a band."""
     from lingtrace.report.figures import subplots
 
     colors = {POSITIVE: "#2b7bba", NEGATIVE: "#c0392b", RANDOM: "#7f7f7f"}
     labels = {POSITIVE: "most positive removed", NEGATIVE: "most negative removed", RANDOM: "random control"}
-    fig, ax = subplots(figsize=(6.8, 4.2))
+    methods = list(dict.fromkeys(faith["method"]))
+    fig, axes = subplots(1, len(methods), figsize=(3.6 * len(methods) + 1.2, 4.2), sharey=True, squeeze=False)
     allrows = faith[faith["test_lang"] == ALL]
     ks = sorted(allrows["k"].unique())
     step = (max(ks) - min(ks)) / 60 if len(ks) > 1 else 0.5
-    for i, d in enumerate((POSITIVE, NEGATIVE, RANDOM)):
-        sub = allrows[allrows["direction"] == d].sort_values("k")
-        if sub.empty:
-            continue
-        x = sub["k"].to_numpy(dtype=float) + (i - 1) * step
-        ax.errorbar(x, sub["mean_delta"], yerr=sub["std_delta"], marker="o", capsize=3, color=colors[d], label=labels[d])
-        k = lo.loc[lo["direction"] == d, "levels_off_k"]
-        if d == POSITIVE and len(k) and not pd.isna(k.iloc[0]):
-            ax.axvline(float(k.iloc[0]), color=colors[d], linestyle=":", linewidth=1)
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xticks(ks)
-    ax.set_xlabel("k (top-k removed per test example; union over the group)")
-    ax.set_ylabel("change in P(correct class)")
+    for ax, method in zip(axes[0], methods, strict=True):
+        mine = allrows[allrows["method"] == method]
+        if floor_row:
+            band = floor_row["max_abs_mean_delta_p"]
+            ax.axhspan(-band, band, color="#dddddd", alpha=0.6, label="seed alone (largest mean change)")
+        for i, d in enumerate((POSITIVE, NEGATIVE, RANDOM)):
+            sub = mine[mine["direction"] == d].sort_values("k")
+            if sub.empty:
+                continue
+            x = sub["k"].to_numpy(dtype=float) + (i - 1) * step
+            ax.errorbar(x, sub["mean_delta"], yerr=sub["std_delta"], marker="o", capsize=3, color=colors[d], label=labels[d])
+            k = lo.loc[(lo["method"] == method) & (lo["direction"] == d), "levels_off_k"]
+            if d == POSITIVE and len(k) and not pd.isna(k.iloc[0]):
+                ax.axvline(float(k.iloc[0]), color=colors[d], linestyle=":", linewidth=1)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(ks)
+        ax.set_xlabel("k (top-k removed per test example)")
+        ax.set_title(method, fontsize=10)
+    axes[0][0].set_ylabel("change in P(correct class)")
+    axes[0][0].legend(fontsize=7, loc="best")
     n = int(allrows["n_test"].max()) if len(allrows) else 0
-    ax.set_title(f"Retraining without the top-k: mean ± std over {n} test examples", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"Retraining without the top-k: mean ± std over {n} test examples", fontsize=10)
     return fig
 
 
-def _readings(faith: pd.DataFrame, lo: pd.DataFrame, tol: float) -> list[str]:
+def _readings(faith: pd.DataFrame, lo: pd.DataFrame, tol: float, floor_row: dict[str, Any]) -> list[str]:
     allrows = faith[faith["test_lang"] == ALL]
     if allrows.empty:
         return []
     kmax = int(allrows["k"].max())
-    at = allrows[allrows["k"] == kmax].set_index("direction")
     out = []
-    for d, what in ((POSITIVE, "most positively"), (NEGATIVE, "most negatively")):
-        if d not in at.index:
-            continue
-        row = at.loc[d]
-        verb = "lowered" if row["mean_delta"] < 0 else "raised"
-        text = (
-            f"At k = {kmax}, retraining without the {what} influential training examples ({row['n_removed_mean']:.0f} removed on average) "
-            f"{verb} the probability of the correct class by {abs(row['mean_delta']):.3f} on average (std {row['std_delta']:.3f}, {int(row['n_test'])} test examples)"
-        )
-        if RANDOM in at.index:
-            text += f", against a change of {at.loc[RANDOM, 'mean_delta']:+.3f} when as many random examples are removed"
-            if np.isfinite(row["p_vs_random"]):
-                text += f" (paired Wilcoxon p = {row['p_vs_random']:.3g})"
-        out.append(text + ".")
-    pos = lo[lo["direction"] == POSITIVE]
-    if len(pos):
-        k = pos["levels_off_k"].iloc[0]
-        if pd.isna(k):
-            out.append(f"The mean change for the positive removal is still moving at the largest k ({kmax}): it does not level off within this sweep (tolerance {tol:g}% of its range).")
-        else:
-            out.append(f"The mean change for the positive removal levels off at k = {int(k)}: after it, it moves by at most {tol:g}% of its range over the sweep.")
+    for method in dict.fromkeys(allrows["method"]):
+        at = allrows[(allrows["method"] == method) & (allrows["k"] == kmax)].set_index("direction")
+        for d, what in ((POSITIVE, "most positively"), (NEGATIVE, "most negatively")):
+            if d not in at.index:
+                continue
+            row = at.loc[d]
+            verb = "lowered" if row["mean_delta"] < 0 else "raised"
+            text = (
+                f"{method}: at k = {kmax}, retraining without the {what} influential training examples ({row['n_removed_mean']:.0f} removed on average) "
+                f"{verb} the probability of the correct class by {abs(row['mean_delta']):.3f} on average (std {row['std_delta']:.3f}, {int(row['n_test'])} test examples)"
+            )
+            if RANDOM in at.index:
+                text += f", against a change of {at.loc[RANDOM, 'mean_delta']:+.3f} when as many random examples are removed"
+                if np.isfinite(row["p_vs_random"]):
+                    text += f" (paired Wilcoxon p = {row['p_vs_random']:.3g})"
+            text += "."
+            detectable = row["detectable_vs_random"]
+            if np.isfinite(row["mean_minus_random"]) and np.isfinite(detectable):
+                if abs(row["mean_minus_random"]) < detectable:
+                    text += (
+                        f" The difference from the control ({row['mean_minus_random']:+.3f}) is within the retraining noise: with "
+                        f"{int(row['n_test'])} test examples and the seed spread measured here, only a difference of {detectable:.3f} or more "
+                        "would be detected reliably (80% power), so this test is underpowered for it."
+                    )
+                else:
+                    text += f" The difference from the control ({row['mean_minus_random']:+.3f}) exceeds the {detectable:.3f} this test detects reliably against the seed noise."
+            out.append(text)
+        pos = lo[(lo["method"] == method) & (lo["direction"] == POSITIVE)]
+        if len(pos):
+            k = pos["levels_off_k"].iloc[0]
+            if pd.isna(k):
+                out.append(f"{method}: the mean change for the positive removal is still moving at the largest k ({kmax}): it does not level off within this sweep (tolerance {tol:g}% of its range).")
+            else:
+                out.append(f"{method}: the mean change for the positive removal levels off at k = {int(k)}: after it, it moves by at most {tol:g}% of its range over the sweep.")
     return out
 
 
 def run(base: C.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
     exp_dir = C.experiment_dir(base.run, NAME)
-    removals, specs, plan = build(base, cfg)
+    methods = C.methods_present(base.run)
+    removals, specs, plan = build(base, cfg, methods)
     st = retraining_settings(cfg)
     if plan_only:
-        return {"experiment": NAME, "plan": plan}
-    C.check_experiment_config(exp_dir, NAME, st, result_settings(cfg), base, cfg.experiment, overwrite)
+        seeds = noise.noise_seeds(cfg)
+        return {"experiment": NAME, "plan": plan, "also": [f"{NAME}: + {len(seeds)} noise-floor retraining(s) (seeds {', '.join(map(str, seeds))}), shared with lds"] if seeds else []}
+    # another method's scores add retrainings; changed scores change a removal, which its sub-run's identity refuses
+    C.check_experiment_config(exp_dir, NAME, st, result_settings(cfg), base, cfg.experiment, overwrite, identity=C.retraining_identity(base))
     C.write_table(exp_dir, "plan", plan, PLAN)
     chosen_rows = sorted({i for r in removals for i in r.group.rows})
     chosen = base.selected.iloc[chosen_rows].reset_index(drop=True)
     base_preds = base_predictions(base, exp_dir, chosen)
     subs = C.run_all(specs, base, exp_dir, overwrite, desc=NAME)
-    return finish(base, cfg, exp_dir, removals, plan, subs, base_preds)
+    floor = noise.ensure(base, cfg, overwrite)
+    return finish(base, cfg, exp_dir, removals, plan, subs, base_preds, floor)
 
 
-def finish(base: C.Base, cfg: Config, exp_dir: Path, removals: list[Removal], plan: pd.DataFrame, subs: dict, base_preds: pd.DataFrame) -> dict[str, Any]:
+def finish(
+    base: C.Base, cfg: Config, exp_dir: Path, removals: list[Removal], plan: pd.DataFrame, subs: dict, base_preds: pd.DataFrame, floor: noise.NoiseFloor
+) -> dict[str, Any]:
     st = retraining_settings(cfg)
     tol = cfg.experiment.level_tolerance
     n_removed = dict(zip(plan["sub_run"], plan["n_removed"]))
     changes = changes_table(removals, subs, base_preds, n_removed)
-    faith = faithfulness_table(changes, st["k_languages"])
+    chosen_uids = sorted(set(changes["test_uid"]))
+    floor_summary = noise.summarize(floor.table, st["k_languages"], chosen_uids) if not floor.table.empty else pd.DataFrame(columns=list(noise.NOISE_SUMMARY))
+    floor_row = floor.overall(chosen_uids, st["k_languages"])
+    faith = faithfulness_table(changes, st["k_languages"], dict(zip(floor_summary["test_lang"], floor_summary["p_sd"])))
     lo = levels_off_table(faith, tol)
     tables = [
         C.write_table(exp_dir, "changes", changes, CHANGES),
@@ -511,10 +603,11 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, removals: list[Removal], pl
         C.write_table(exp_dir, "levels_off", lo, LEVELS_OFF),
         "plan.parquet",
     ]
-    png = C.write_figure(exp_dir, "faithfulness", _figure(faith, lo, tol))
-    cost = C.cost_summary(subs, 0)
+    png = C.write_figure(exp_dir, "faithfulness", _figure(faith, lo, floor_row))
+    cost = C.cost_summary({**subs, **{f"{noise.NAME}/{k}": v for k, v in floor.subs.items()}}, 0)
     groups = plan["group"].nunique()
-    n_test = int(len({i for r in removals for i in r.group.rows}))
+    n_test = len(chosen_uids)
+    methods = list(dict.fromkeys(r.method for r in removals))
     per_lang = "all selected" if st["k_test_per_lang"] is None else f"up to {st['k_test_per_lang']}"
     grouping_text = {
         "example": "one retraining per test example (the paper's protocol)",
@@ -523,64 +616,65 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, removals: list[Removal], pl
     }[st["k_grouping"]]
     mean_t = cost["train_seconds_mean"]
     cost_text = (
-        f"{len(plan)} retrainings = {groups} group(s) x {len(st['ks'])} values of k x {len(st['k_directions'])} removals "
-        f"({', '.join(st['k_directions'])}); grouping '{st['k_grouping']}': {grouping_text}; {n_test} test examples "
+        f"{len(plan)} retrainings for {len(methods)} method(s) ({', '.join(methods)}): {groups} group(s) x {len(st['ks'])} values of k x "
+        f"{len(st['k_directions'])} removals ({', '.join(st['k_directions'])}) per method, identical training sets retrained once, "
+        f"plus {len(floor.seeds)} noise-floor retraining(s) shared with lds; grouping '{st['k_grouping']}': {grouping_text}; {n_test} test examples "
         f"({per_lang} per language of {', '.join(st['k_languages'])}, drawn with seed {st['seed']}). Every retraining uses the "
         f"base run's data minus the removed examples and the base run's model, training config and seed: only the data differs."
         + (f" Training took {mean_t:.0f} s per retraining on average here." if mean_t else "")
     )
-    readings = _readings(faith, lo, tol)
+    readings = [*_readings(faith, lo, tol, floor_row), noise.describe(floor, chosen_uids, st["k_languages"])]
     notes = [
         "The change is P(correct class | retrained final model) - P(correct class | base final model) on the same test example.",
-        "The random control removes as many examples as the positive removal of the same group and k, drawn from the whole "
+        "The random control removes as many examples as the positive removal of the same method, group and k, drawn from the whole "
         "training set with a seed that does not involve the scores; comparing the two separates the effect of influence from "
         "the effect of retraining on less data (and of retraining noise).",
         f"'Levels off': the smallest k after which the mean change moves by at most {tol:g}% of its range over the sweep (k = 0, change 0 included).",
+        "Detectable difference: (1.96 + 0.84) x sqrt(2) x the seed spread of P(correct class) / sqrt(test examples), the paired "
+        "difference against the control found 80% of the time at the 5% level when both retrained models carry the seed noise.",
     ]
-    faith_fmt = faith.copy()
+    fmt = {"flip_pct": _pct, "p_vs_random": pvalue}
     body = [
-        H.figure(png, "change in the probability of the correct class against k", "Mean change (± std over test examples) in the probability of the correct class after retraining; dotted line: where the positive removal levels off."),
+        H.figure(png, "change in the probability of the correct class against k, per method", "Mean change (± std over test examples) in the probability of the correct class after retraining, per method; grey band: the largest mean change from the seed alone; dotted line: where the positive removal levels off."),
         "<h3>Mean change per k (all test examples)</h3>",
-        H.table(faith_fmt[faith_fmt["test_lang"] == ALL].drop(columns=["test_lang", "q25_delta", "q75_delta"]), formats={"flip_pct": _pct, "p_vs_random": _p}),
+        H.table(faith[faith["test_lang"] == ALL].drop(columns=["test_lang", "q25_delta", "q75_delta"]), formats=fmt, text_columns=["method"]),
         "<h3>Where the change levels off</h3>",
-        H.table(lo, formats={"levels_off_k": lambda x: "not within the sweep" if pd.isna(x) else str(int(x))}),
-        "<details class='more'><summary>Per test language</summary>" + H.table(faith_fmt[faith_fmt["test_lang"] != ALL], formats={"flip_pct": _pct, "p_vs_random": _p}, text_columns=["test_lang"]) + "</details>",
+        H.table(lo, formats={"levels_off_k": lambda x: "not within the sweep" if pd.isna(x) else str(int(x))}, text_columns=["method"]),
+        "<h3>The noise floor (the same training set, other seeds)</h3>",
+        H.table(floor_summary, text_columns=["test_lang"]),
+        "<details class='more'><summary>Per test language</summary>" + H.table(faith[faith["test_lang"] != ALL], formats=fmt, text_columns=["method", "test_lang"]) + "</details>",
         *(H.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
+        H.columns_doc(NAME, f"../{noise.NAME}/noise_summary.parquet", noise.NOISE_SUMMARY),
     ]
-    section = H.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body))
-    C.write_text(exp_dir / C.SECTION_FILE, section)
-    summary = {
-        "experiment": NAME,
-        "title": TITLE,
-        "reproduces": REPRODUCES,
-        "complete": True,
-        "settings": {**st, **result_settings(cfg)},
-        "base_run": str(base.run.root),
-        "n_test": n_test,
-        "n_groups": int(groups),
-        "levels_off": {row["direction"]: (None if pd.isna(row["levels_off_k"]) else int(row["levels_off_k"])) for _, row in lo.iterrows()},
-        "mean_delta": {
-            d: {int(k): float(v) for k, v in faith[(faith["direction"] == d) & (faith["test_lang"] == ALL)][["k", "mean_delta"]].itertuples(index=False)}
-            for d in st["k_directions"]
+    section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
+    return C.write_result(
+        exp_dir,
+        sys.modules[__name__],
+        cfg,
+        base,
+        section,
+        methods=methods,
+        n_test=n_test,
+        n_groups=int(groups),
+        levels_off={
+            method: {row["direction"]: (None if pd.isna(row["levels_off_k"]) else int(row["levels_off_k"])) for _, row in lo[lo["method"] == method].iterrows()}
+            for method in methods
         },
-        "cost": {**cost, "grouping": st["k_grouping"], "note": cost_text},
-        "tables": tables,
-        "figures": [f"{C.FIGURES_DIR}/faithfulness.png"],
-        "section": C.SECTION_FILE,
-        "readings": readings,
-        "notes": notes,
-    }
-    C.write_summary(exp_dir, summary)
-    return summary
+        mean_delta={
+            method: {
+                d: {int(k): float(v) for k, v in faith[(faith["method"] == method) & (faith["direction"] == d) & (faith["test_lang"] == ALL)][["k", "mean_delta"]].itertuples(index=False)}
+                for d in st["k_directions"]
+            }
+            for method in methods
+        },
+        noise_floor=floor_row,
+        cost={**cost, "grouping": st["k_grouping"], "note": cost_text},
+        tables=tables,
+        figures=[f"{C.FIGURES_DIR}/faithfulness.png"],
+    )
 
 
 def _pct(x) -> str:
     from lingtrace.report.html import pct
 
     return pct(x)
-
-
-def _p(x) -> str:
-    from lingtrace.report.html import pvalue
-
-    return pvalue(x)

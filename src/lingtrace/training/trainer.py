@@ -99,17 +99,23 @@ def model_task(cfg: Config, model) -> Task:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [n, num_labels] in float32: the softmax of the task's class scores (a
-    classifier's logits; a causal LM's total log-likelihoods of the labels' verbalisations)."""
+def class_scores(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
+    """The task's class scores [n, num_labels] in float32 (a classifier's logits; a causal LM's total
+    log-likelihoods of the labels' verbalisations), batched by ``train.eval_batch_size``."""
     model.eval()
     task = model_task(cfg, model)
     out = []
-    for rows in progress(batches(frame, cfg.train.eval_batch_size), total=math.ceil(len(frame) / cfg.train.eval_batch_size), desc=desc, leave=False):
-        with autocast_context(device, cfg.train.mixed_precision):
-            scores = task.class_scores(model, tokenizer, rows, cfg.model.max_length, cfg.model.text_prefix)
-        out.append(torch.softmax(scores.float(), dim=-1).cpu().numpy())
+    with torch.no_grad():
+        for rows in progress(batches(frame, cfg.train.eval_batch_size), total=math.ceil(len(frame) / cfg.train.eval_batch_size), desc=desc, leave=False):
+            with autocast_context(device, cfg.train.mixed_precision):
+                scores = task.class_scores(model, tokenizer, rows, cfg.model.max_length, cfg.model.text_prefix)
+            out.append(scores.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(label_names_of(model))), dtype=np.float32)
+
+
+def predict(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
+    """Class probabilities [n, num_labels] in float32: the softmax of the task's class scores."""
+    return torch.softmax(torch.from_numpy(class_scores(model, tokenizer, frame, cfg, device, desc)), dim=-1).numpy()
 
 
 def accuracy_by_lang(frame: pd.DataFrame, probs: np.ndarray) -> tuple[float, dict[str, float]]:
