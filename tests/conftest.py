@@ -52,7 +52,7 @@ def all_toy_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from lingtrace.models.tiny import make_tiny_model_dir
+    from support.tiny import make_tiny_model_dir
 
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", all_toy_texts(), num_labels=2, layers=2, hidden=32, vocab_size=200)
 

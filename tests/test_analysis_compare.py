@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.analysis.common import ALL, NEGATIVE, POSITIVE, SUMMED, describe
 from lingtrace.analysis.compare import (
     in_language_by_method,
@@ -30,7 +30,7 @@ from lingtrace.analysis.overlap import translation_overlap
 from lingtrace.analysis.shares import in_language_share, language_shares
 from lingtrace.analysis.stage import compare_methods
 from lingtrace.analysis.topk import topk_frame
-from lingtrace.report import readings as R
+from lingtrace.report import readings
 
 LANGS = ["de", "fr", "ru"]
 TRAIN = pd.DataFrame(
@@ -55,10 +55,10 @@ def per_method():
     for name, scores in (("A", A), ("B", B), ("C", A.copy())):
         topk = topk_frame({SUMMED: scores}, TEST, TRAIN, 2)
         out[name] = {
-            T.TOPK.name: topk,
-            T.IN_LANGUAGE_SHARE.name: in_language_share(topk, TRAIN["lang"], LANGS),
-            T.LANGUAGE_SHARES.name: language_shares(topk, TRAIN["lang"], LANGS),
-            T.TRANSLATION_OVERLAP.name: translation_overlap(topk, TRAIN, True, LANGS),
+            table_specs.TOPK.name: topk,
+            table_specs.IN_LANGUAGE_SHARE.name: in_language_share(topk, TRAIN["lang"], LANGS),
+            table_specs.LANGUAGE_SHARES.name: language_shares(topk, TRAIN["lang"], LANGS),
+            table_specs.TRANSLATION_OVERLAP.name: translation_overlap(topk, TRAIN, True, LANGS),
         }
     return out
 
@@ -76,8 +76,8 @@ def _row(frame, **where):
 
 
 def test_in_language_share_side_by_side(per_method):
-    table = in_language_by_method(_tables(per_method, T.IN_LANGUAGE_SHARE.name))
-    assert list(table.columns) == list(T.METHODS_IN_LANGUAGE_SHARE.columns)
+    table = in_language_by_method(_tables(per_method, table_specs.IN_LANGUAGE_SHARE.name))
+    assert list(table.columns) == list(table_specs.METHODS_IN_LANGUAGE_SHARE.columns)
     expected = {  # % of the positive top-2 in the test example's own language
         ("A", "de"): 50.0,  # q0: t0 de, t2 fr
         ("A", "fr"): 0.0,  # q1: t1 de, t4 ru
@@ -93,8 +93,8 @@ def test_in_language_share_side_by_side(per_method):
 
 
 def test_top_other_language_with_runner_up_and_ties(per_method):
-    table = top_other_language(_tables(per_method, T.LANGUAGE_SHARES.name), LANGS)
-    assert list(table.columns) == list(T.METHODS_TOP_OTHER_LANGUAGE.columns)
+    table = top_other_language(_tables(per_method, table_specs.LANGUAGE_SHARES.name), LANGS)
+    assert list(table.columns) == list(table_specs.METHODS_TOP_OTHER_LANGUAGE.columns)
     # A, de test: fr 50 %, ru 0 %
     row = _row(table, method="A", direction=POSITIVE, test_lang="de")
     assert (row["train_lang"], row["share"], row["runner_up_lang"], row["runner_up_share"]) == ("fr", 50.0, "ru", 0.0)
@@ -107,8 +107,8 @@ def test_top_other_language_with_runner_up_and_ties(per_method):
 
 
 def test_reinforcing_share_side_by_side(per_method):
-    table = reinforcing_by_method(_tables(per_method, T.TRANSLATION_OVERLAP.name))
-    assert list(table.columns) == list(T.METHODS_REINFORCING_SHARE.columns)
+    table = reinforcing_by_method(_tables(per_method, table_specs.TRANSLATION_OVERLAP.name))
+    assert list(table.columns) == list(table_specs.METHODS_REINFORCING_SHARE.columns)
     # A: q0's in-language t0 (id 0) has its translation t2 (fr) among the cross-lingual top-k: 1 of 1;
     # chance: 1 of the 2 fr examples has id 0. q1 has no in-language entry: t1, t4 are 0 of 2, chance 0.
     row = _row(table, method="A", direction=POSITIVE, test_lang="de")
@@ -124,8 +124,8 @@ def test_reinforcing_share_side_by_side(per_method):
 
 
 def test_topk_overlap_per_example_and_its_distribution(per_method):
-    per_example = topk_overlap(_tables(per_method, T.TOPK.name))
-    assert list(per_example.columns) == list(T.METHODS_TOPK_OVERLAP.columns)
+    per_example = topk_overlap(_tables(per_method, table_specs.TOPK.name))
+    assert list(per_example.columns) == list(table_specs.METHODS_TOPK_OVERLAP.columns)
     assert per_example[["method_a", "method_b"]].drop_duplicates().values.tolist() == [["A", "B"], ["A", "C"], ["B", "C"]]
     # positive: q0 A {t0, t2} vs B {t3, t0}: 1 common; q1 A {t1, t4} vs B {t2, t3}: none
     ab = per_example[(per_example["method_a"] == "A") & (per_example["method_b"] == "B") & (per_example["direction"] == POSITIVE)]
@@ -137,7 +137,7 @@ def test_topk_overlap_per_example_and_its_distribution(per_method):
     assert (per_example[per_example["method_b"] == "C"].query("method_a == 'A'")["overlap"] == 100.0).all()
 
     summary = topk_overlap_summary(per_example, n_train=6, languages=LANGS)
-    assert list(summary.columns) == list(T.METHODS_TOPK_OVERLAP_SUMMARY.columns)
+    assert list(summary.columns) == list(table_specs.METHODS_TOPK_OVERLAP_SUMMARY.columns)
     row = _row(summary, method_a="A", method_b="B", direction=POSITIVE, test_lang=ALL)
     # overlaps 50 and 0: mean 25, population std 25, quartiles by linear interpolation 12.5 / 25 / 37.5
     assert (row["n_test"], row["mean"], row["std"], row["min"], row["q25"], row["median"], row["q75"], row["max"]) == (
@@ -155,16 +155,16 @@ def test_describe_is_numpy():
 
 
 def test_compare_methods_without_a_second_method_or_a_parallel_task(per_method):
-    one = {"A": {k: v for k, v in per_method["A"].items() if k != T.TRANSLATION_OVERLAP.name}}
+    one = {"A": {k: v for k, v in per_method["A"].items() if k != table_specs.TRANSLATION_OVERLAP.name}}
     res = compare_methods(one, n_train=6, parallel=False, languages=LANGS)
-    assert set(res.tables) == {T.METHODS_IN_LANGUAGE_SHARE.name, T.METHODS_TOP_OTHER_LANGUAGE.name}
-    assert "only one influence method (A)" in res.not_applicable[T.METHODS_TOPK_OVERLAP.name]
-    assert "not parallel" in res.not_applicable[T.METHODS_REINFORCING_SHARE.name]
+    assert set(res.tables) == {table_specs.METHODS_IN_LANGUAGE_SHARE.name, table_specs.METHODS_TOP_OTHER_LANGUAGE.name}
+    assert "only one influence method (A)" in res.not_applicable[table_specs.METHODS_TOPK_OVERLAP.name]
+    assert "not parallel" in res.not_applicable[table_specs.METHODS_REINFORCING_SHARE.name]
 
 
 def test_findings_say_which_conclusions_hold_under_every_method(per_method):
     res = compare_methods(per_method, n_train=6, parallel=True, languages=LANGS)
-    findings = R.method_findings(res.tables, ["A", "B", "C"], "A")
+    findings = readings.method_findings(res.tables, ["A", "B", "C"], "A")
     above, highest, other, reinforcing, overlap = findings
     # one test example per language: no t-test against chance, every language "cannot be told from chance"
     assert above.holds is True and "0 of 2 test languages" in above.text and "de, fr cannot be told from chance" in above.text
@@ -175,12 +175,12 @@ def test_findings_say_which_conclusions_hold_under_every_method(per_method):
     # A: 33 % translations, more than the 17 % chance: complement; B: 0 %, not more than its 50 % chance
     assert reinforcing.holds is False and "mostly complement" in reinforcing.text and "under B they" in reinforcing.text
     assert overlap.holds is None and "from 25% (A vs B)" in overlap.text and "to 100% (A vs C)" in overlap.text
-    assert R.method_reading(findings, ["A", "B", "C"]) == (
+    assert readings.method_reading(findings, ["A", "B", "C"]) == (
         "2 of the 4 conclusions checked below hold under all 3 methods (A, B, C); 2 depend on the method."
     )
-    same = R.method_findings(compare_methods({"A": per_method["A"], "C": per_method["C"]}, 6, True, LANGS).tables, ["A", "C"], "A")
+    same = readings.method_findings(compare_methods({"A": per_method["A"], "C": per_method["C"]}, 6, True, LANGS).tables, ["A", "C"], "A")
     assert all(f.holds in (True, None) for f in same)
-    assert R.method_reading(same, ["A", "C"]) == "Every one of the 4 conclusions checked below holds under both methods (A, C)."
+    assert readings.method_reading(same, ["A", "C"]) == "Every one of the 4 conclusions checked below holds under both methods (A, C)."
 
 
 def test_the_test_against_chance_is_scipys_one_sample_t_test():
@@ -211,7 +211,7 @@ def test_in_language_findings_use_the_test_against_chance():
         ],
         columns=["method", "test_lang", "share", "p_vs_chance"],
     ).assign(direction=POSITIVE, train_fraction=20.0)
-    above, highest = R.in_language_findings(inl, ["R", "M", "N"], "R")
+    above, highest = readings.in_language_findings(inl, ["R", "M", "N"], "R")
     assert above.holds is False
     assert above.text.startswith("Under R, 1 of 3 test languages draws more of their positively influential examples from their own language than chance would (de;")
     assert "fr cannot be told from chance; ru below chance" in above.text

@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.analysis.common import ALL, POSITIVE, SUMMED
-from lingtrace.analysis.synthetic import make_synthetic_run
 from lingtrace.cli import main
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.store import load_scores
 from lingtrace.io import read_json, write_json
 from lingtrace.pipeline import run_stages
+from support.synthetic import make_synthetic_run
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def synthetic(tmp_path):
 
 def _tables(run, method: str = "tracin") -> dict[str, pd.DataFrame]:
     folder = run.analysis_dir / method
-    return {name: pd.read_parquet(folder / spec.file) for name, spec in T.TABLES.items() if (folder / spec.file).exists()}
+    return {name: pd.read_parquet(folder / spec.file) for name, spec in table_specs.TABLES.items() if (folder / spec.file).exists()}
 
 
 def test_analyze_writes_every_documented_table(synthetic):
@@ -32,13 +32,13 @@ def test_analyze_writes_every_documented_table(synthetic):
     run_stages(run, cfg, ["analyze"])
     assert run.is_complete("analyze")
     tables = _tables(run)
-    assert set(tables) == set(T.TABLES)
+    assert set(tables) == set(table_specs.TABLES)
     for name, frame in tables.items():
-        assert list(frame.columns) == list(T.TABLES[name].columns), name
+        assert list(frame.columns) == list(table_specs.TABLES[name].columns), name
         assert len(frame) > 0, name
-    summary = read_json(run.analysis_dir / "tracin" / T.SUMMARY)
+    summary = read_json(run.analysis_dir / "tracin" / table_specs.SUMMARY)
     assert summary["not_applicable"] == {} and summary["method"] == "tracin"
-    assert read_json(run.analysis_dir / T.SUMMARY)["methods"] == ["tracin"]
+    assert read_json(run.analysis_dir / table_specs.SUMMARY)["methods"] == ["tracin"]
     assert summary["epochs"] == [1, 2, 3] and summary["k"] == 6 and summary["n_test"] == 15
     assert {n: v["rows"] for n, v in summary["tables"].items()} == {n: len(f) for n, f in tables.items()}
     assert not [p for p in run.root.iterdir() if p.name.startswith(".analysis")]  # no temporary folder left
@@ -84,13 +84,13 @@ def test_analyze_tables_agree_with_a_brute_force_pass_over_the_store(synthetic):
 def test_analyze_records_analyses_that_do_not_apply(tmp_path):
     run, cfg = make_synthetic_run(tmp_path / "run", n_items=12, test_per_lang=2, epochs=1, k=4, parallel=False, breakdown=False)
     run_stages(run, cfg, ["analyze"])
-    summary = read_json(run.analysis_dir / "tracin" / T.SUMMARY)
+    summary = read_json(run.analysis_dir / "tracin" / table_specs.SUMMARY)
     assert set(summary["not_applicable"]) == {"translation_overlap", "dynamics_wilcoxon", "word_embedding_share"}
     assert "not a parallel task" in summary["not_applicable"]["translation_overlap"]
     assert "at least two" in summary["not_applicable"]["dynamics_wilcoxon"]
     assert "breakdown" in summary["not_applicable"]["word_embedding_share"]
     for name in summary["not_applicable"]:
-        assert not (run.analysis_dir / "tracin" / T.TABLES[name].file).exists()  # no table of zeros
+        assert not (run.analysis_dir / "tracin" / table_specs.TABLES[name].file).exists()  # no table of zeros
     assert (run.analysis_dir / "tracin" / "topk.parquet").exists()
 
 
@@ -157,7 +157,7 @@ def test_readme_documents_every_table():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert T.markdown_reference() in readme
+    assert table_specs.markdown_reference() in readme
 
 
 # ---------------------------------------------------------------- several influence methods
@@ -176,14 +176,14 @@ def test_analyze_runs_every_analysis_for_every_method_and_compares_them(three_me
 
     run, cfg = three_methods
     run_stages(run, cfg, ["analyze"])
-    top = read_json(run.analysis_dir / T.SUMMARY)
+    top = read_json(run.analysis_dir / table_specs.SUMMARY)
     assert top["layout"] == 2 and top["methods"] == list(METHODS) and top["reference_method"] == "tracin"
-    assert set(top["comparison"]["tables"]) == set(T.COMPARISON_TABLES) and top["comparison"]["not_applicable"] == {}
+    assert set(top["comparison"]["tables"]) == set(table_specs.COMPARISON_TABLES) and top["comparison"]["not_applicable"] == {}
     for method in METHODS:
-        summary = read_json(run.analysis_dir / method / T.SUMMARY)
+        summary = read_json(run.analysis_dir / method / table_specs.SUMMARY)
         assert summary["method"] == method and summary["influence"]["method_info"]["synthetic"].startswith("made by")
         tables = _tables(run, method)
-        expected = set(T.TABLES) - ({"dynamics_wilcoxon", "word_embedding_share"} if method == "representation" else set())
+        expected = set(table_specs.TABLES) - ({"dynamics_wilcoxon", "word_embedding_share"} if method == "representation" else set())
         assert set(tables) == expected, method
         # each method's top-k come from its own store
         scores = load_scores(run, method=method)
@@ -191,11 +191,11 @@ def test_analyze_runs_every_analysis_for_every_method_and_compares_them(three_me
         topk = tables["topk"]
         first = topk[(topk["epoch"] == SUMMED) & (topk["direction"] == POSITIVE) & (topk["rank"] == 1)]
         assert first["train_uid"].tolist() == [scores.train_uids[j] for j in best]
-    rep = read_json(run.analysis_dir / "representation" / T.SUMMARY)
+    rep = read_json(run.analysis_dir / "representation" / table_specs.SUMMARY)
     assert rep["epochs"] == [2] and "at least two" in rep["not_applicable"]["dynamics_wilcoxon"]
-    comparison = {name: pd.read_parquet(run.analysis_dir / "comparison" / spec.file) for name, spec in T.COMPARISON_TABLES.items()}
+    comparison = {name: pd.read_parquet(run.analysis_dir / "comparison" / spec.file) for name, spec in table_specs.COMPARISON_TABLES.items()}
     for name, frame in comparison.items():
-        assert list(frame.columns) == list(T.COMPARISON_TABLES[name].columns) and len(frame) > 0, name
+        assert list(frame.columns) == list(table_specs.COMPARISON_TABLES[name].columns) and len(frame) > 0, name
     # the comparison is the per-method tables side by side
     inl = comparison["methods_in_language_share"]
     for method in METHODS:
@@ -239,8 +239,8 @@ def test_a_method_added_later_gets_its_analyses_and_the_others_are_kept(three_me
     run.stage_marker("influence").unlink()
     run.mark_complete(two, "influence", {})
     run_stages(run, two, ["analyze"])
-    assert read_json(run.analysis_dir / T.SUMMARY)["methods"] == ["tracin", "adam-cosine"]
-    assert "methods_topk_overlap" in read_json(run.analysis_dir / T.SUMMARY)["comparison"]["tables"]
+    assert read_json(run.analysis_dir / table_specs.SUMMARY)["methods"] == ["tracin", "adam-cosine"]
+    assert "methods_topk_overlap" in read_json(run.analysis_dir / table_specs.SUMMARY)["comparison"]["tables"]
     before = (run.analysis_dir / "tracin" / "topk.parquet").stat().st_ino
 
     # the influence stage adds representation's store
@@ -256,7 +256,7 @@ def test_a_method_added_later_gets_its_analyses_and_the_others_are_kept(three_me
     monkeypatch.setattr(stage, "analyze", counting)
     run_stages(run, cfg, ["analyze"])  # influence.methods changed: analyze reruns without --overwrite
     assert analysed == ["representation"]
-    summary = read_json(run.analysis_dir / T.SUMMARY)
+    summary = read_json(run.analysis_dir / table_specs.SUMMARY)
     assert summary["methods"] == list(METHODS)
     assert (run.analysis_dir / "tracin" / "topk.parquet").stat().st_ino == before  # kept (hard-linked), not rewritten
     pairs = pd.read_parquet(run.analysis_dir / "comparison" / "methods_topk_overlap_summary.parquet")[["method_a", "method_b"]]
@@ -279,7 +279,7 @@ def test_an_incomplete_store_is_left_out_and_said_so(three_methods):
     path = run.influence_store("adam-cosine") / "meta.json"
     write_json(path, {**read_json(path), "complete": False})
     run_stages(run, cfg, ["analyze"])
-    summary = read_json(run.analysis_dir / T.SUMMARY)
+    summary = read_json(run.analysis_dir / table_specs.SUMMARY)
     assert summary["methods"] == ["tracin", "representation"]
     assert "incomplete" in summary["skipped_stores"]["adam-cosine"]
     assert not (run.analysis_dir / "adam-cosine").exists()
@@ -295,5 +295,5 @@ def test_a_store_of_an_older_run_in_influence_itself_is_tracins(tmp_path):
     store.rmdir()
     assert run.influence_store("tracin") == run.influence_root
     run_stages(run, cfg, ["analyze"])
-    assert read_json(run.analysis_dir / T.SUMMARY)["methods"] == ["tracin"]
+    assert read_json(run.analysis_dir / table_specs.SUMMARY)["methods"] == ["tracin"]
     assert (run.analysis_dir / "tracin" / "topk.parquet").exists()

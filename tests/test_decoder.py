@@ -20,7 +20,7 @@ from lingtrace.influence.params import select_params
 from lingtrace.influence.tracin import TracIn
 from lingtrace.models.decoder import IGNORE, causal_additive_mask, position_ids_from_mask, verbaliser_scores
 from lingtrace.models.prompts import PromptFormat
-from lingtrace.models.tiny import tiny_llama_config
+from support.tiny import tiny_llama_config
 
 VOCAB = 300
 TOL = 1e-5  # float32 vmapped against the float64 loop, relative to the largest entry
@@ -344,7 +344,7 @@ def test_lora_gradients_and_tracin_equal_float64_brute_force(kind):
 
 
 def test_prompt_goes_through_the_chat_template_and_only_the_text_is_cut():
-    from lingtrace.models.tiny import train_tiny_decoder_tokenizer
+    from support.tiny import train_tiny_decoder_tokenizer
 
     tok = train_tiny_decoder_tokenizer(["hello world again and again", "Label?", "yes no"], vocab_size=300)
     prompt = PromptFormat("Label?\n", system="Be brief.")

@@ -21,7 +21,7 @@ METHODS = ["tracin", "adam-cosine", "representation", "trak"]
 
 @pytest.fixture(scope="module")
 def decoder_dirs(tmp_path_factory):
-    from lingtrace.models.tiny import make_tiny_decoder_dir
+    from support.tiny import make_tiny_decoder_dir
 
     root = tmp_path_factory.mktemp("decoders")
     texts = all_toy_texts() + ["Label?", "neg", "pos", "user", "assistant"]

@@ -60,7 +60,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 
     page = run.report_dir / "index.html"
     assert page.exists()
-    from lingtrace.report.browser_check import check_page, find_chromium
+    from support.browser_check import check_page, find_chromium
 
     if find_chromium() is not None:
         result = check_page(page, screenshot=tmp_path / "demo.png")

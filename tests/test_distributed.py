@@ -44,7 +44,7 @@ def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def no_dropout_run(tiny_run, tmp_path_factory):
-    from lingtrace.models.tiny import make_tiny_model_dir
+    from support.tiny import make_tiny_model_dir
 
     run, cfg = tiny_run
     model = make_tiny_model_dir(tmp_path_factory.mktemp("nodrop") / "model", all_toy_texts(), num_labels=2, layers=2, hidden=32, vocab_size=200, dropout=0.0)

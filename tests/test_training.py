@@ -194,7 +194,7 @@ def test_tied_weights_and_changed_frozen_tensors(tmp_path):
     from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
     from conftest import all_toy_texts
-    from lingtrace.models.tiny import train_tiny_tokenizer
+    from support.tiny import train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer(all_toy_texts(), vocab_size=100)
     torch.manual_seed(0)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from lingtrace.config import Config, apply_overrides, config_file_dict, preset_dict, validate
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.io import atomic_dir, read_json, write_json
 from lingtrace.run import RunDir, fingerprint
@@ -233,10 +233,10 @@ def _fit_to_data(cfg: Config, given: set[str], source: Source) -> Config:
     d = cfg.data
     languages = list(d.languages) if "data.languages" in given else None
     frames, spec = read_local(d.path, d.columns, languages, d.label_names, get_task(d.task), d.drop_invalid)
-    languages = languages or sorted(frames[S.LANG].astype(str).unique())
+    languages = languages or sorted(frames[schema.LANG].astype(str).unique())
     frames = finalize_frames(frames, spec, languages, d.drop_invalid)
     _check_labels(spec.label_names, model_names, named, d.task, str(d.path))
-    missing = [s for s in SPLITS if s not in set(frames[S.SPLIT])]
+    missing = [s for s in SPLITS if s not in set(frames[schema.SPLIT])]
     if missing:
         raise LingtraceError(
             f"the data in {d.path} has no {missing[0]} split: an imported model needs its training, dev and test data",
@@ -244,8 +244,8 @@ def _fit_to_data(cfg: Config, given: set[str], source: Source) -> Config:
         )
     changes = [f"data.languages=[{','.join(languages)}]"] if "data.languages" not in given else []
     for split, key in (("train", "train_per_lang"), ("dev", "dev_per_lang"), ("test", "test_per_lang")):
-        part = frames[frames[S.SPLIT] == split]
-        ids = [set(part.loc[part[S.LANG] == lang, S.TRANSLATION_ID]) for lang in languages]
+        part = frames[frames[schema.SPLIT] == split]
+        ids = [set(part.loc[part[schema.LANG] == lang, schema.TRANSLATION_ID]) for lang in languages]
         n = len(set.intersection(*ids)) if spec.parallel else min(len(i) for i in ids)
         if n == 0:
             short = languages[int(np.argmin([len(i) for i in ids]))]

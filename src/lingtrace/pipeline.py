@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
 from lingtrace.io import write_json, write_parquet
@@ -24,12 +24,12 @@ def stage_prepare(run: RunDir, cfg: Config, overwrite: bool) -> dict:
     # the data was read and checked without writing anything: only now do the old outputs go
     run.invalidate_after("prepare")
     for name, frame in splits.items():
-        write_parquet(run.split_path(name), frame[S.EXAMPLE_COLUMNS])
+        write_parquet(run.split_path(name), frame[schema.EXAMPLE_COLUMNS])
     write_json(
         run.task_path,
         {"task": task.name, "label_names": list(task.label_names), "parallel": bool(task.parallel), "pair": bool(task.pair)},
     )
-    counts = {name: frame.groupby(S.LANG).size().to_dict() for name, frame in splits.items()}
+    counts = {name: frame.groupby(schema.LANG).size().to_dict() for name, frame in splits.items()}
     log.info("prepared %s", ", ".join(f"{k}: {sum(v.values())}" for k, v in counts.items()))
     return {"counts": counts}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.io import write_parquet
 from lingtrace.models.loading import load_checkpoint
@@ -31,12 +31,12 @@ def final_checkpoint(run: RunDir) -> int:
 def draw(pool: pd.DataFrame, probs: np.ndarray, per_lang: int, seed: int) -> pd.DataFrame:
     """Pure selection rule: per language, ``per_lang`` correctly predicted rows drawn with ``seed``."""
     pool = pool.reset_index(drop=True).copy()
-    pool[S.PRED] = probs.argmax(1)
-    pool[S.CONFIDENCE] = probs.max(1).astype(np.float32)
-    correct = pool[pool[S.PRED] == pool[S.LABEL]]
+    pool[schema.PRED] = probs.argmax(1)
+    pool[schema.CONFIDENCE] = probs.max(1).astype(np.float32)
+    correct = pool[pool[schema.PRED] == pool[schema.LABEL]]
     parts = []
-    for i, lang in enumerate(sorted(pool[S.LANG].unique())):
-        cand = correct[correct[S.LANG] == lang]
+    for i, lang in enumerate(sorted(pool[schema.LANG].unique())):
+        cand = correct[correct[schema.LANG] == lang]
         if len(cand) < per_lang:
             log.warning("%s: only %d correctly predicted test examples, fewer than select.per_lang=%d", lang, len(cand), per_lang)
         rng = np.random.default_rng([seed, i])
@@ -63,13 +63,13 @@ def select(run: RunDir, cfg: Config) -> tuple[pd.DataFrame, dict]:
     acc, per_lang = accuracy_by_lang(test, probs)
     log.info("test accuracy of epoch %d: %.4f (%s)", epoch, acc, ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_lang.items())))
     preds = test.reset_index(drop=True).copy()
-    preds[S.PRED] = probs.argmax(1)
-    preds[S.CONFIDENCE] = probs.max(1).astype(np.float32)
+    preds[schema.PRED] = probs.argmax(1)
+    preds[schema.CONFIDENCE] = probs.max(1).astype(np.float32)
     write_parquet(run.selection_path.parent / PREDICTIONS, preds)
     chosen = draw(test, probs, cfg.select.per_lang, cfg.select.seed)
     write_parquet(run.selection_path, chosen)
     info = {
-        "selected": chosen.groupby(S.LANG).size().to_dict(),
+        "selected": chosen.groupby(schema.LANG).size().to_dict(),
         "final_epoch": epoch,
         "test_accuracy": acc,
         "test_accuracy_per_lang": per_lang,

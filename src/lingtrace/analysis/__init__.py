@@ -6,6 +6,6 @@ metadata frames in, tables (``pandas.DataFrame``) out; statistics return ``(stat
 ``examples`` (Tables 1, 2, 5), ``scripts`` (script purity / code-switching), ``embeddings`` (the
 word-embedding share), ``compare`` (the methods side by side: do the conclusions depend on the
 influence method?); ``tables`` documents every output table; ``layout`` says where each method's
-analyses live and which methods a run has; ``stage`` runs them all for ``lingtrace analyze``;
-``synthetic`` writes a synthetic run directory (with one or several methods) for tests and previews.
+analyses live and which methods a run has; ``stage`` runs them all for ``lingtrace analyze``.
+(The synthetic run directory the tests use lives in ``tests/support/synthetic.py``.)
 """

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 
 #: the top-k most positively influential training examples (largest scores): "proponents"
@@ -35,10 +35,10 @@ class NotApplicable(Exception):
 
 def align_examples(frame: pd.DataFrame, uids: Sequence[str], what: str) -> pd.DataFrame:
     """``frame`` reordered so that row i is the example with uid ``uids[i]`` (index reset)."""
-    if frame[S.UID].duplicated().any():
-        dup = frame.loc[frame[S.UID].duplicated(), S.UID].iloc[0]
+    if frame[schema.UID].duplicated().any():
+        dup = frame.loc[frame[schema.UID].duplicated(), schema.UID].iloc[0]
         raise LingtraceError(f"{what} has duplicate uid {dup!r}", "rerun `lingtrace prepare RUN --overwrite`")
-    indexed = frame.assign(**{S.UID: frame[S.UID].astype(str)}).set_index(S.UID, drop=False)
+    indexed = frame.assign(**{schema.UID: frame[schema.UID].astype(str)}).set_index(schema.UID, drop=False)
     missing = [u for u in uids if u not in indexed.index]
     if missing:
         raise LingtraceError(

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.analysis.common import ALL, DIRECTIONS, SUMMED, describe, language_order, sort_table
 
 
@@ -37,7 +37,7 @@ def _stack(per_method: Mapping[str, pd.DataFrame], columns: Sequence[str]) -> pd
 def in_language_by_method(in_language: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The ``methods_in_language_share`` table from each method's ``in_language_share`` table, with
     ``p_vs_chance`` (``versus_chance``)."""
-    out = _stack({m: f[f["epoch"] == SUMMED] for m, f in in_language.items()}, list(T.METHODS_IN_LANGUAGE_SHARE.columns)[:-1])
+    out = _stack({m: f[f["epoch"] == SUMMED] for m, f in in_language.items()}, list(table_specs.METHODS_IN_LANGUAGE_SHARE.columns)[:-1])
     p = versus_chance(out["share"], out["share_std"], out["n_test"], out["train_fraction"])
     # over all test examples the chance level differs between the test examples: no single-sample test
     out["p_vs_chance"] = np.where(out["test_lang"] == ALL, np.nan, p)
@@ -87,14 +87,14 @@ def top_other_language(shares: Mapping[str, pd.DataFrame], languages: Sequence[s
                     "runner_up_share": float("nan") if second is None else float(second["share"]),
                 }
             )
-    out = pd.DataFrame(rows, columns=list(T.METHODS_TOP_OTHER_LANGUAGE.columns))
+    out = pd.DataFrame(rows, columns=list(table_specs.METHODS_TOP_OTHER_LANGUAGE.columns))
     return _method_sorted(out, shares, languages)
 
 
 def reinforcing_by_method(overlap: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The ``methods_reinforcing_share`` table from each method's ``translation_overlap`` table (its
     rows over every other training language, ``train_lang == all``)."""
-    return _stack({m: f[f["train_lang"] == ALL] for m, f in overlap.items()}, T.METHODS_REINFORCING_SHARE.columns)
+    return _stack({m: f[f["train_lang"] == ALL] for m, f in overlap.items()}, table_specs.METHODS_REINFORCING_SHARE.columns)
 
 
 def topk_overlap(topks: Mapping[str, pd.DataFrame], directions: Sequence[str] = DIRECTIONS) -> pd.DataFrame:
@@ -132,7 +132,7 @@ def topk_overlap(topks: Mapping[str, pd.DataFrame], directions: Sequence[str] = 
                         "overlap": 100.0 * common / k if k else float("nan"),
                     }
                 )
-    return pd.DataFrame(rows, columns=list(T.METHODS_TOPK_OVERLAP.columns))
+    return pd.DataFrame(rows, columns=list(table_specs.METHODS_TOPK_OVERLAP.columns))
 
 
 def topk_overlap_summary(per_example: pd.DataFrame, n_train: int, languages: Sequence[str] | None = None) -> pd.DataFrame:
@@ -161,7 +161,7 @@ def topk_overlap_summary(per_example: pd.DataFrame, n_train: int, languages: Seq
                     "pct_by_chance": 100.0 * k / n_train if n_train else float("nan"),
                 }
             )
-    return pd.DataFrame(rows, columns=list(T.METHODS_TOPK_OVERLAP_SUMMARY.columns))
+    return pd.DataFrame(rows, columns=list(table_specs.METHODS_TOPK_OVERLAP_SUMMARY.columns))
 
 
 def _method_sorted(frame: pd.DataFrame, methods: Sequence[str], languages: Sequence[str] | None) -> pd.DataFrame:

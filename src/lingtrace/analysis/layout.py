@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.methods import DEFAULT_METHOD, method_names
 from lingtrace.influence.store import has_store, read_meta
@@ -80,7 +80,7 @@ class MethodAnalysis:
 def read_layout(analysis_dir: Path) -> tuple[dict[str, Any], dict[str, MethodAnalysis]]:
     """``analysis/summary.json`` and the analyses of every method it lists (a flat, older layout reads
     as tracin's analyses with ``"flat": true`` in the summary)."""
-    path = analysis_dir / T.SUMMARY
+    path = analysis_dir / table_specs.SUMMARY
     if not path.exists():
         raise LingtraceError(f"no analysis results in {analysis_dir}", "run `lingtrace analyze RUN` first")
     summary = read_json(path)
@@ -95,5 +95,5 @@ def read_layout(analysis_dir: Path) -> tuple[dict[str, Any], dict[str, MethodAna
     out = {}
     for method in summary["methods"]:
         folder = analysis_dir / summary.get("folders", {}).get(method, method)
-        out[method] = MethodAnalysis(method, folder, read_json(folder / T.SUMMARY))
+        out[method] = MethodAnalysis(method, folder, read_json(folder / table_specs.SUMMARY))
     return summary, out

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lingtrace.analysis.common import ALL, SUMMED, NotApplicable, language_order, sort_table
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 
 COLUMNS = [
     "direction",
@@ -47,10 +47,10 @@ def check_parallel(train: pd.DataFrame, parallel: bool, task: str = "this task")
             f"{task} is not a parallel task: its training examples in different languages are not translations "
             "of each other, so reinforcing vs complementary influence (translation overlap) does not apply"
         )
-    langs = train[S.LANG].astype(str)
+    langs = train[schema.LANG].astype(str)
     if langs.nunique() < 2:
         raise NotApplicable("there is only one training language, so there is no cross-lingual influence to compare")
-    per_tid = train.assign(_l=langs).groupby(train[S.TRANSLATION_ID].astype(str))["_l"].nunique()
+    per_tid = train.assign(_l=langs).groupby(train[schema.TRANSLATION_ID].astype(str))["_l"].nunique()
     if not (per_tid > 1).any():
         raise NotApplicable(
             "no training example has a translation in another training language (no translation_id is shared), "
@@ -72,8 +72,8 @@ def translation_overlap(
     """
     check_parallel(train, parallel, task)
     rows_k = topk[topk["epoch"] == epoch]
-    train_langs = train[S.LANG].astype(str).to_numpy()
-    train_tids = train[S.TRANSLATION_ID].astype(str).to_numpy()
+    train_langs = train[schema.LANG].astype(str).to_numpy()
+    train_tids = train[schema.TRANSLATION_ID].astype(str).to_numpy()
     size = Counter(train_langs)
     per_lang_tid: dict[str, Counter] = defaultdict(Counter)
     for lang, tid in zip(train_langs, train_tids):

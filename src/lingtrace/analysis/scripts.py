@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lingtrace.analysis.common import ALL, SUMMED, NotApplicable, example_text, language_order, sort_table
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 
 LATIN = "Latin"
 HAN = "Han"
@@ -188,8 +188,8 @@ def script_purity(
     epoch: int = SUMMED,
 ) -> pd.DataFrame:
     """The ``script_purity`` table (see the module docstring); unknown languages go to ``.attrs["notes"]``."""
-    texts = [example_text(a, b) for a, b in zip(train[S.TEXT_A], train[S.TEXT_B])]
-    train_langs = train[S.LANG].astype(str).to_numpy()
+    texts = [example_text(a, b) for a, b in zip(train[schema.TEXT_A], train[schema.TEXT_B])]
+    train_langs = train[schema.LANG].astype(str).to_numpy()
     order = language_order(languages, train_langs)
     known = {lang: expected_scripts(lang) for lang in order}
     unknown = [lang for lang, sc in known.items() if sc is None]
@@ -199,7 +199,7 @@ def script_purity(
     uid_pure: dict[str, bool | None] = {}
     uid_other: dict[str, tuple[str, ...]] = {}
     base: dict[str, list[bool]] = {lang: [] for lang in order}
-    for uid, lang, text in zip(train[S.UID].astype(str), train_langs, texts):
+    for uid, lang, text in zip(train[schema.UID].astype(str), train_langs, texts):
         scripts = known.get(lang)
         if scripts is None:
             continue

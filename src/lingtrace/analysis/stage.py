@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.analysis.average import average_influence
 from lingtrace.analysis.common import SUMMED, MatrixLike, NotApplicable, SummedMatrix, align_examples
 from lingtrace.analysis.compare import (
@@ -51,7 +51,7 @@ from lingtrace.analysis.scripts import script_purity
 from lingtrace.analysis.shares import in_language_share, language_shares, per_example_in_language_share
 from lingtrace.analysis.topk import topk_frame
 from lingtrace.config import AnalysisConfig, Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.params import WORD_EMBEDDINGS
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 #: bump when an analysis changes what it computes: analyses made by an older version are then redone
 ANALYSIS_VERSION = 2
 #: the per-method tables the comparison reads
-COMPARED = (T.TOPK.name, T.IN_LANGUAGE_SHARE.name, T.LANGUAGE_SHARES.name, T.TRANSLATION_OVERLAP.name)
+COMPARED = (table_specs.TOPK.name, table_specs.IN_LANGUAGE_SHARE.name, table_specs.LANGUAGE_SHARES.name, table_specs.TRANSLATION_OVERLAP.name)
 
 
 @dataclass
@@ -92,7 +92,7 @@ def load_examples(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, An
     test = read_frame(run.selection_path, "selected test examples", "run `lingtrace select RUN` first")
     task = read_json(run.task_path)
     for frame, what in ((train, "data/train.parquet"), (test, "selection/test.parquet")):
-        missing = [c for c in S.EXAMPLE_COLUMNS if c not in frame.columns]
+        missing = [c for c in schema.EXAMPLE_COLUMNS if c not in frame.columns]
         if missing:
             raise LingtraceError(f"{what} has no column {missing[0]!r}", "rerun `lingtrace prepare RUN --overwrite`")
     return train, test, task
@@ -135,8 +135,8 @@ def analyze(
     epochs = list(scores.epochs)
     per_epoch = {e: scores.epoch(e) for e in epochs}
     summed = SummedMatrix(list(per_epoch.values()))
-    train_langs = train[S.LANG].astype(str).tolist()
-    test_langs = test[S.LANG].astype(str).tolist()
+    train_langs = train[schema.LANG].astype(str).tolist()
+    test_langs = test[schema.LANG].astype(str).tolist()
     task_name = str(task.get("task", "this task"))
 
     def attempt(name: str, fn: Callable[[], pd.DataFrame]) -> None:
@@ -155,42 +155,42 @@ def analyze(
     steps = progress(total=9, desc="analyze", unit="analysis")
     try:
         topk = topk_frame({SUMMED: summed, **per_epoch}, test, train, acfg.k)
-        res.tables[T.TOPK.name] = topk
+        res.tables[table_specs.TOPK.name] = topk
         steps.update()
-        attempt(T.LANGUAGE_SHARES.name, lambda: language_shares(topk, train_langs, languages))
-        attempt(T.IN_LANGUAGE_SHARE.name, lambda: in_language_share(topk, train_langs, languages))
+        attempt(table_specs.LANGUAGE_SHARES.name, lambda: language_shares(topk, train_langs, languages))
+        attempt(table_specs.IN_LANGUAGE_SHARE.name, lambda: in_language_share(topk, train_langs, languages))
         steps.update()
         attempt(
-            T.AVERAGE_INFLUENCE.name,
+            table_specs.AVERAGE_INFLUENCE.name,
             lambda: pd.concat(
                 [
                     average_influence(m, test_langs, train_langs, languages).assign(epoch=e)
                     for e, m in {SUMMED: summed, **per_epoch}.items()
                 ],
                 ignore_index=True,
-            )[list(T.AVERAGE_INFLUENCE.columns)],
+            )[list(table_specs.AVERAGE_INFLUENCE.columns)],
         )
         steps.update()
         attempt(
-            T.TRANSLATION_OVERLAP.name,
+            table_specs.TRANSLATION_OVERLAP.name,
             lambda: translation_overlap(topk, train, bool(task.get("parallel", False)), languages, task=f"task {task_name!r}"),
         )
         steps.update()
-        attempt(T.DYNAMICS_WILCOXON.name, lambda: _dynamics(topk, per_epoch, scores, languages))
+        attempt(table_specs.DYNAMICS_WILCOXON.name, lambda: _dynamics(topk, per_epoch, scores, languages))
         steps.update()
-        attempt(T.SCORE_DISTRIBUTIONS.name, lambda: score_distributions(topk, languages))
+        attempt(table_specs.SCORE_DISTRIBUTIONS.name, lambda: score_distributions(topk, languages))
         steps.update()
         label_names = list(task.get("label_names", []))
-        attempt(T.EXAMPLES.name, lambda: example_table(topk, test, train, label_names, n=acfg.examples_per_table))
+        attempt(table_specs.EXAMPLES.name, lambda: example_table(topk, test, train, label_names, n=acfg.examples_per_table))
         steps.update()
-        attempt(T.SCRIPT_PURITY.name, lambda: script_purity(topk, train, languages))
+        attempt(table_specs.SCRIPT_PURITY.name, lambda: script_purity(topk, train, languages))
         steps.update()
-        attempt(T.WORD_EMBEDDING_SHARE.name, lambda: _word_embeddings(scores, summed, topk, train_langs, test_langs, languages))
+        attempt(table_specs.WORD_EMBEDDING_SHARE.name, lambda: _word_embeddings(scores, summed, topk, train_langs, test_langs, languages))
         steps.update()
     finally:
         steps.close()
     if acfg.k > len(scores.train_uids):
-        res.notes.setdefault(T.TOPK.name, []).append(
+        res.notes.setdefault(table_specs.TOPK.name, []).append(
             f"analysis.k={acfg.k} is more than the {len(scores.train_uids)} training examples: the top-k hold every training example"
         )
     return res
@@ -236,11 +236,11 @@ def summary(
         "summed_epoch": SUMMED,
         "n_train": len(train),
         "n_test": len(test),
-        "train_languages": train[S.LANG].astype(str).value_counts(sort=False).to_dict(),
-        "test_languages": test[S.LANG].astype(str).value_counts(sort=False).to_dict(),
+        "train_languages": train[schema.LANG].astype(str).value_counts(sort=False).to_dict(),
+        "test_languages": test[schema.LANG].astype(str).value_counts(sort=False).to_dict(),
         "influence": {k: scores.meta[k] for k in meta_keys if k in scores.meta},
         "tables": {
-            name: {"file": T.TABLES[name].file, "rows": len(frame), "title": T.TABLES[name].title, "reproduces": T.TABLES[name].reproduces}
+            name: {"file": table_specs.TABLES[name].file, "rows": len(frame), "title": table_specs.TABLES[name].title, "reproduces": table_specs.TABLES[name].reproduces}
             for name, frame in result.tables.items()
         },
         "not_applicable": result.not_applicable,
@@ -248,7 +248,7 @@ def summary(
     }
 
 
-def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame], specs: Mapping[str, T.TableSpec]) -> None:
+def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame], specs: Mapping[str, table_specs.TableSpec]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_parquet(directory / specs[name].file, index=False)
@@ -256,8 +256,8 @@ def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame], specs: Map
 
 def write_result(directory: Path, result: AnalysisResult, info: dict[str, Any]) -> None:
     """Write one method's tables and ``summary.json`` into ``directory`` (a new folder)."""
-    write_tables(directory, result.tables, T.TABLES)
-    write_json(directory / T.SUMMARY, info)
+    write_tables(directory, result.tables, table_specs.TABLES)
+    write_json(directory / table_specs.SUMMARY, info)
 
 
 def _file_digest(path: Path) -> str:
@@ -291,7 +291,7 @@ def _reusable(run: RunDir, previous: dict[str, Any], method: str, fp: str) -> Pa
     if previous.get("layout") != LAYOUT or previous.get("fingerprints", {}).get(method) != fp:
         return None
     folder = run.analysis_dir / previous.get("folders", {}).get(method, method)
-    return folder if (folder / T.SUMMARY).is_file() else None
+    return folder if (folder / table_specs.SUMMARY).is_file() else None
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -337,23 +337,23 @@ def compare_methods(
     def tables_of(name: str) -> dict[str, pd.DataFrame]:
         return {m: t[name] for m, t in compared.items() if name in t}
 
-    res.tables[T.METHODS_IN_LANGUAGE_SHARE.name] = in_language_by_method(tables_of(T.IN_LANGUAGE_SHARE.name))
-    res.tables[T.METHODS_TOP_OTHER_LANGUAGE.name] = top_other_language(tables_of(T.LANGUAGE_SHARES.name), languages)
-    overlap = tables_of(T.TRANSLATION_OVERLAP.name)
+    res.tables[table_specs.METHODS_IN_LANGUAGE_SHARE.name] = in_language_by_method(tables_of(table_specs.IN_LANGUAGE_SHARE.name))
+    res.tables[table_specs.METHODS_TOP_OTHER_LANGUAGE.name] = top_other_language(tables_of(table_specs.LANGUAGE_SHARES.name), languages)
+    overlap = tables_of(table_specs.TRANSLATION_OVERLAP.name)
     if overlap:
-        res.tables[T.METHODS_REINFORCING_SHARE.name] = reinforcing_by_method(overlap)
+        res.tables[table_specs.METHODS_REINFORCING_SHARE.name] = reinforcing_by_method(overlap)
     else:
-        res.not_applicable[T.METHODS_REINFORCING_SHARE.name] = (
+        res.not_applicable[table_specs.METHODS_REINFORCING_SHARE.name] = (
             "the task is not parallel" if not parallel else "translation overlap does not apply to this run (see each method's analyses)"
         )
     if len(methods) < 2:
         why = f"only one influence method ({methods[0]}) has scores in this run" if methods else "no method"
-        res.not_applicable[T.METHODS_TOPK_OVERLAP.name] = why
-        res.not_applicable[T.METHODS_TOPK_OVERLAP_SUMMARY.name] = why
+        res.not_applicable[table_specs.METHODS_TOPK_OVERLAP.name] = why
+        res.not_applicable[table_specs.METHODS_TOPK_OVERLAP_SUMMARY.name] = why
     else:
-        per_example = topk_overlap(tables_of(T.TOPK.name))
-        res.tables[T.METHODS_TOPK_OVERLAP.name] = per_example
-        res.tables[T.METHODS_TOPK_OVERLAP_SUMMARY.name] = topk_overlap_summary(per_example, n_train, languages)
+        per_example = topk_overlap(tables_of(table_specs.TOPK.name))
+        res.tables[table_specs.METHODS_TOPK_OVERLAP.name] = per_example
+        res.tables[table_specs.METHODS_TOPK_OVERLAP_SUMMARY.name] = topk_overlap_summary(per_example, n_train, languages)
     return res
 
 
@@ -366,7 +366,7 @@ def run_analyze(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, 
             raise LingtraceError(f"no complete influence scores in {run.influence_root} ({'; '.join(skipped.values())})", "rerun `lingtrace influence RUN`")
         raise LingtraceError(f"no influence scores in {run.root}", "run `lingtrace influence RUN` first")
     train, test, task = load_examples(run)
-    previous_path = run.analysis_dir / T.SUMMARY
+    previous_path = run.analysis_dir / table_specs.SUMMARY
     previous = {} if overwrite or not previous_path.exists() else read_json(previous_path)
     examples = examples_digest(run)
     fingerprints, reused = {}, []
@@ -378,13 +378,13 @@ def run_analyze(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, 
             if old is not None:
                 log.info("%s: analyses up to date, kept", method)
                 _link_tree(old, tmp / method)
-                listed = read_json(old / T.SUMMARY).get("tables", {})
-                compared[method] = {n: pd.read_parquet(old / T.TABLES[n].file) for n in COMPARED if n in listed}
+                listed = read_json(old / table_specs.SUMMARY).get("tables", {})
+                compared[method] = {n: pd.read_parquet(old / table_specs.TABLES[n].file) for n in COMPARED if n in listed}
                 reused.append(method)
             else:
                 compared[method] = analyze_method(method, store, train, test, task, cfg, tmp / method)
         comparison = compare_methods(compared, len(train), bool(task.get("parallel", False)), cfg.data.languages)
-        write_tables(tmp / COMPARISON, comparison.tables, T.COMPARISON_TABLES)
+        write_tables(tmp / COMPARISON, comparison.tables, table_specs.COMPARISON_TABLES)
         methods = list(stores)
         info = {
             "layout": LAYOUT,
@@ -399,11 +399,11 @@ def run_analyze(run: RunDir, cfg: Config, overwrite: bool = False) -> dict[str, 
             "comparison": {
                 "folder": COMPARISON,
                 "tables": {
-                    name: {"file": T.COMPARISON_TABLES[name].file, "rows": len(frame), "title": T.COMPARISON_TABLES[name].title}
+                    name: {"file": table_specs.COMPARISON_TABLES[name].file, "rows": len(frame), "title": table_specs.COMPARISON_TABLES[name].title}
                     for name, frame in comparison.tables.items()
                 },
                 "not_applicable": comparison.not_applicable,
             },
         }
-        write_json(tmp / T.SUMMARY, info)
+        write_json(tmp / table_specs.SUMMARY, info)
     return {"methods": methods, "reused": reused, "skipped": sorted(skipped)}

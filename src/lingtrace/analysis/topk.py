@@ -15,7 +15,7 @@ import pandas as pd
 
 from lingtrace.analysis.common import DIRECTIONS, POSITIVE, MatrixLike, as_lang_array, block_rows_for
 from lingtrace.analysis.tables import TOPK
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 
 
 class TopK(NamedTuple):
@@ -67,11 +67,11 @@ def topk_frame(
     ``test`` and ``train`` are the example frames aligned with the matrix rows and columns
     (``align_examples``). ``negative`` takes the k smallest scores, whatever their sign.
     """
-    test_uid = test[S.UID].astype(str).to_numpy()
-    test_lang = as_lang_array(test[S.LANG])
-    train_uid = train[S.UID].astype(str).to_numpy()
-    train_lang = as_lang_array(train[S.LANG])
-    train_tid = train[S.TRANSLATION_ID].astype(str).to_numpy()
+    test_uid = test[schema.UID].astype(str).to_numpy()
+    test_lang = as_lang_array(test[schema.LANG])
+    train_uid = train[schema.UID].astype(str).to_numpy()
+    train_lang = as_lang_array(train[schema.LANG])
+    train_tid = train[schema.TRANSLATION_ID].astype(str).to_numpy()
     parts = []
     for epoch, matrix in matrices.items():
         if tuple(matrix.shape) != (len(test), len(train)):

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from lingtrace.config import Config, ExperimentConfig, apply_overrides, validate
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.store import InfluenceScores, load_scores
 from lingtrace.io import atomic_path, read_json, write_json, write_parquet
@@ -104,8 +104,8 @@ class Base:
             return self.total()
         scores = load_scores(self.run, method=method)
         fix = f"rerun `lingtrace influence {self.run.root} --method {method} --overwrite`"
-        train_cols = _positions(scores.train_uids, self.train[S.UID].astype(str), f"{method} scores' training examples", fix)
-        test_rows = _positions(scores.test_uids, self.selected[S.UID].astype(str), f"{method} scores' test examples", fix)
+        train_cols = _positions(scores.train_uids, self.train[schema.UID].astype(str), f"{method} scores' training examples", fix)
+        test_rows = _positions(scores.test_uids, self.selected[schema.UID].astype(str), f"{method} scores' test examples", fix)
         return scores.total()[np.ix_(test_rows, train_cols)]
 
 
@@ -149,7 +149,7 @@ def read_frame(path: Path, fix: str) -> pd.DataFrame:
 
 
 def _align(frame: pd.DataFrame, uids: Sequence[str], what: str) -> pd.DataFrame:
-    indexed = frame.assign(**{S.UID: frame[S.UID].astype(str)}).set_index(S.UID, drop=False)
+    indexed = frame.assign(**{schema.UID: frame[schema.UID].astype(str)}).set_index(schema.UID, drop=False)
     missing = [u for u in uids if u not in indexed.index]
     if missing or indexed.index.duplicated().any():
         raise LingtraceError(
@@ -291,7 +291,7 @@ def _diff(a: dict, b: dict) -> str:
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """Content hash of an example frame (its example columns, in order)."""
-    cols = [c for c in S.EXAMPLE_COLUMNS if c in frame.columns]
+    cols = [c for c in schema.EXAMPLE_COLUMNS if c in frame.columns]
     h = pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy()
     return hashlib.sha256(h.tobytes() + ",".join(cols).encode()).hexdigest()[:16]
 
@@ -328,7 +328,7 @@ class SubRunSpec:
         if self.train is not None:
             parts.update(train=frame_hash(self.train), dev=frame_hash(self.dev), test=frame_hash(self.test))
         else:  # made by prepare from the base run's data config: the base sample must be the same
-            parts.update(base_train=frame_hash(base.train.sort_values(S.UID)), base_dev=frame_hash(base.dev), base_test=frame_hash(base.test_pool))
+            parts.update(base_train=frame_hash(base.train.sort_values(schema.UID)), base_dev=frame_hash(base.dev), base_test=frame_hash(base.test_pool))
         return fingerprint(parts)
 
 
@@ -358,7 +358,7 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     if spec.train is not None:
         sub.save_config(cfg)
         for split, frame in (("train", spec.train), ("dev", spec.dev), ("test", spec.test)):
-            write_parquet(sub.split_path(split), frame[S.EXAMPLE_COLUMNS].reset_index(drop=True))
+            write_parquet(sub.split_path(split), frame[schema.EXAMPLE_COLUMNS].reset_index(drop=True))
         write_json(sub.task_path, base.task)
         sub.mark_complete(cfg, "prepare", {"derived_from": str(base.run.root), "change": spec.change, "reason": spec.reason})
         changed = spec.changed
@@ -421,9 +421,9 @@ def predict_frame(run: RunDir, cfg: Config, frame: pd.DataFrame) -> pd.DataFrame
     logits = final_logits(run, cfg, frame)
     probs = softmax(logits.astype(np.float64), axis=1)
     out = frame.reset_index(drop=True).copy()
-    labels = out[S.LABEL].to_numpy(dtype=np.int64)
-    out[S.PRED] = probs.argmax(1).astype(np.int64)
-    out[S.CONFIDENCE] = probs.max(1)
+    labels = out[schema.LABEL].to_numpy(dtype=np.int64)
+    out[schema.PRED] = probs.argmax(1).astype(np.int64)
+    out[schema.CONFIDENCE] = probs.max(1)
     out[P_LABEL] = probs[np.arange(len(out)), labels]
     out[MARGIN] = correct_class_margin(logits, labels)
     out[LOGITS] = list(logits)
@@ -480,12 +480,12 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
         shutil.rmtree(sub.influence_dir, ignore_errors=True)
     if not sub.is_complete("select"):
         t0 = time.perf_counter()
-        preds = predict_frame(sub, cfg, spec.eval_frame[S.EXAMPLE_COLUMNS])
+        preds = predict_frame(sub, cfg, spec.eval_frame[schema.EXAMPLE_COLUMNS])
         write_parquet(sub.selection_path.parent / "predictions.parquet", preds)
-        by_uid = preds.set_index(S.UID)
-        chosen = spec.selection[S.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
-        for col in (S.PRED, S.CONFIDENCE, P_LABEL, MARGIN):
-            chosen[col] = by_uid.loc[chosen[S.UID], col].to_numpy()
+        by_uid = preds.set_index(schema.UID)
+        chosen = spec.selection[schema.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
+        for col in (schema.PRED, schema.CONFIDENCE, P_LABEL, MARGIN):
+            chosen[col] = by_uid.loc[chosen[schema.UID], col].to_numpy()
         write_parquet(sub.selection_path, chosen)
         sub.mark_complete(
             cfg, "select", {"selection": "the base run's selected test examples (experiment sub-run)", "n": len(chosen), "eval_id": eval_id}

@@ -25,11 +25,11 @@ import pandas as pd
 from lingtrace.analysis.common import ALL, DIRECTIONS
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.data.sampling import extra_count
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common as C
-from lingtrace.experiments import html as H
+from lingtrace.experiments import common
+from lingtrace.experiments import html as section_html
 from lingtrace.influence.store import load_scores
 from lingtrace.run import RunDir
 
@@ -95,23 +95,23 @@ def added_examples(base_train: pd.DataFrame, base_dev: pd.DataFrame, base_test: 
     train = pd.read_parquet(sub.split_path("train"))
     dev = pd.read_parquet(sub.split_path("dev"))
     test = pd.read_parquet(sub.split_path("test"))
-    cols = S.EXAMPLE_COLUMNS
-    base_idx = base_train[cols].astype(str).set_index(S.UID)
-    sub_idx = train[cols].astype(str).set_index(S.UID)
+    cols = schema.EXAMPLE_COLUMNS
+    base_idx = base_train[cols].astype(str).set_index(schema.UID)
+    sub_idx = train[cols].astype(str).set_index(schema.UID)
     missing = base_idx.index.difference(sub_idx.index)
     if len(missing):
         raise fail(f"{len(missing)} base training examples are missing (e.g. {missing[0]!r})")
     if not sub_idx.loc[base_idx.index].equals(base_idx):
         raise fail("base training examples differ in content")
-    added = train[~train[S.UID].astype(str).isin(base_idx.index)]
+    added = train[~train[schema.UID].astype(str).isin(base_idx.index)]
     if len(added) != n_extra:
         raise fail(f"{len(added)} examples were added, expected {n_extra}")
-    if (added[S.LANG].astype(str) != lang).any():
+    if (added[schema.LANG].astype(str) != lang).any():
         raise fail(f"added examples are not all in {lang}")
     for name, ours, theirs in (("dev", dev, base_dev), ("test", test, base_test)):
-        if C.frame_hash(ours.sort_values(S.UID)) != C.frame_hash(theirs.sort_values(S.UID)):
+        if common.frame_hash(ours.sort_values(schema.UID)) != common.frame_hash(theirs.sort_values(schema.UID)):
             raise fail(f"the {name} data differs from the base run's")
-    leak = set(added[S.TRANSLATION_ID].astype(str)) & (set(base_dev[S.TRANSLATION_ID].astype(str)) | set(base_test[S.TRANSLATION_ID].astype(str)))
+    leak = set(added[schema.TRANSLATION_ID].astype(str)) & (set(base_dev[schema.TRANSLATION_ID].astype(str)) | set(base_test[schema.TRANSLATION_ID].astype(str)))
     if leak:
         raise fail(f"added examples share translation ids with dev/test (e.g. {sorted(leak)[0]!r})")
     out = added[cols].reset_index(drop=True).copy()
@@ -120,7 +120,7 @@ def added_examples(base_train: pd.DataFrame, base_dev: pd.DataFrame, base_test: 
     return out
 
 
-def build(base: C.Base, cfg: Config) -> list[C.SubRunSpec]:
+def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
     specs = []
     k = result_settings(cfg)["top_k"]
     if k >= len(base.train):
@@ -141,7 +141,7 @@ def build(base: C.Base, cfg: Config) -> list[C.SubRunSpec]:
                 return out
 
             specs.append(
-                C.SubRunSpec(
+                common.SubRunSpec(
                     name=sub_name(lang, p),
                     cfg=sub_cfg,
                     change="added",
@@ -161,8 +161,8 @@ def build(base: C.Base, cfg: Config) -> list[C.SubRunSpec]:
 
 def share_rows(matrix: np.ndarray, test: pd.DataFrame, train: pd.DataFrame, k: int, extra_lang: str, order: Sequence[str]) -> list[dict]:
     """In-language and extra-language shares of every test row's top-k, aggregated per test language and over all."""
-    t_lang = test[S.LANG].astype(str).to_numpy()
-    tr_lang = train[S.LANG].astype(str).to_numpy()
+    t_lang = test[schema.LANG].astype(str).to_numpy()
+    tr_lang = train[schema.LANG].astype(str).to_numpy()
     frac = {lang: 100.0 * float((tr_lang == lang).mean()) for lang in set(tr_lang) | set(t_lang)}
     out = []
     for direction in DIRECTIONS:
@@ -189,8 +189,8 @@ def share_rows(matrix: np.ndarray, test: pd.DataFrame, train: pd.DataFrame, k: i
 
 
 def _accuracy(frame: pd.DataFrame, order: Sequence[str]) -> list[dict]:
-    correct = frame[S.PRED].to_numpy() == frame[S.LABEL].to_numpy()
-    fl = frame[S.LANG].astype(str).to_numpy()
+    correct = frame[schema.PRED].to_numpy() == frame[schema.LABEL].to_numpy()
+    fl = frame[schema.LANG].astype(str).to_numpy()
     out = []
     for t in [*[x for x in order if (fl == x).any()], ALL]:
         m = np.ones(len(frame), dtype=bool) if t == ALL else fl == t
@@ -201,20 +201,20 @@ def _accuracy(frame: pd.DataFrame, order: Sequence[str]) -> list[dict]:
 # ---------------------------------------------------------------- running it
 
 
-def run(base: C.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = C.experiment_dir(base.run, NAME)
+def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
+    exp_dir = common.experiment_dir(base.run, NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
         [{"sub_run": s.name, "extra_lang": s.info["extra_lang"], "pct": s.info["extra_pct"], "n_extra": s.info["n_extra"], "n_train": len(base.train) + s.info["n_extra"], "n_test": len(s.selection)} for s in specs]
     )
     if plan_only:
         return {"experiment": NAME, "plan": plan}
-    C.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
-    subs = C.run_all(specs, base, exp_dir, overwrite, desc=NAME)
+    common.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
+    subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     return finish(base, cfg, exp_dir, specs, subs)
 
 
-def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], subs: dict) -> dict[str, Any]:
+def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.SubRunSpec], subs: dict) -> dict[str, Any]:
     k = result_settings(cfg)["top_k"]
     order = list(base.languages)
     base_pred_path = base.run.selection_path.parent / "predictions.parquet"
@@ -231,30 +231,30 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
         sub = subs[spec.name]
         lang, p = spec.info["extra_lang"], spec.info["extra_pct"]
         scores = load_scores(sub)
-        train = C._align(pd.read_parquet(sub.split_path("train")), scores.train_uids, "training data")
-        test = C._align(C.read_selection(sub), scores.test_uids, "selected test examples")
+        train = common._align(pd.read_parquet(sub.split_path("train")), scores.train_uids, "training data")
+        test = common._align(common.read_selection(sub), scores.test_uids, "selected test examples")
         for r in share_rows(scores.total(), test, train, k, lang, order):
             rows.append({"extra_lang": lang, "pct": p, "n_extra": spec.info["n_extra"], "n_train": len(train), **r})
-        acc_rows += [{"extra_lang": lang, "pct": p, **r} for r in _accuracy(C.read_predictions(sub), order)]
+        acc_rows += [{"extra_lang": lang, "pct": p, **r} for r in _accuracy(common.read_predictions(sub), order)]
     share = pd.DataFrame(rows, columns=list(SHARE)).sort_values(["extra_lang", "pct"], kind="stable").reset_index(drop=True)
     acc = pd.DataFrame(acc_rows, columns=list(ACCURACY)).sort_values(["extra_lang", "pct"], kind="stable").reset_index(drop=True)
-    tables = [C.write_table(exp_dir, "in_language_share", share, SHARE), C.write_table(exp_dir, "accuracy", acc, ACCURACY)]
+    tables = [common.write_table(exp_dir, "in_language_share", share, SHARE), common.write_table(exp_dir, "accuracy", acc, ACCURACY)]
     figures, body, readings = [], [], []
     for lang in langs:
-        png = C.write_figure(exp_dir, f"imbalance_{lang}", _figure(share, lang, k))
-        figures.append(f"{C.FIGURES_DIR}/imbalance_{lang}.png")
-        body.append(H.figure(png, f"in-language share against extra {lang} data", f"In-language share of the top-{k} of the {lang} test examples against the extra {lang} data; dashed: chance (the share of {lang} in the training set)."))
+        png = common.write_figure(exp_dir, f"imbalance_{lang}", _figure(share, lang, k))
+        figures.append(f"{common.FIGURES_DIR}/imbalance_{lang}.png")
+        body.append(section_html.figure(png, f"in-language share against extra {lang} data", f"In-language share of the top-{k} of the {lang} test examples against the extra {lang} data; dashed: chance (the share of {lang} in the training set)."))
         readings.append(_reading(share, acc, lang, k))
     view = share[share["test_lang"].isin([*langs, ALL])]
     body += [
         "<h3>In-language share of the top-k</h3>",
-        H.table(view, formats={c: _pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]),
+        section_html.table(view, formats={c: _pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]),
         "<h3>Accuracy on the test pool</h3>",
-        H.table(acc[acc["test_lang"].isin([*langs, ALL])], formats={"accuracy": _pct}, text_columns=["extra_lang", "test_lang"]),
-        "<details class='more'><summary>Every test language</summary>" + H.table(share, formats={c: _pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]) + "</details>",
-        *(H.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
+        section_html.table(acc[acc["test_lang"].isin([*langs, ALL])], formats={"accuracy": _pct}, text_columns=["extra_lang", "test_lang"]),
+        "<details class='more'><summary>Every test language</summary>" + section_html.table(share, formats={c: _pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]) + "</details>",
+        *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
     ]
-    cost = C.cost_summary(subs, len(specs))
+    cost = common.cost_summary(subs, len(specs))
     cost_text = (
         f"{len(specs)} retraining(s) and influence runs ({len(langs)} language(s) x {len(pcts(cfg))} percentages: "
         f"{', '.join(f'{p:g}%' for p in pcts(cfg))}; p = 0 is the base run), each over the base run's {len(base.selected)} selected test "
@@ -263,7 +263,7 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
         + (f" Training took {cost['train_seconds_mean']:.0f} s and influence {cost['influence_seconds_mean']:.0f} s per retraining on average here." if cost["train_seconds_mean"] and cost["influence_seconds_mean"] else "")
     )
     notes = [f"Top-k sets use k = {k} and the summed TracIn score; the test examples are the base run's selected examples in every run."]
-    C.write_text(exp_dir / C.SECTION_FILE, H.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body)))
+    common.write_text(exp_dir / common.SECTION_FILE, section_html.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body)))
     summary = {
         "experiment": NAME,
         "title": TITLE,
@@ -281,11 +281,11 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
         "cost": {**cost, "note": cost_text},
         "tables": tables,
         "figures": figures,
-        "section": C.SECTION_FILE,
+        "section": common.SECTION_FILE,
         "readings": readings,
         "notes": notes,
     }
-    C.write_summary(exp_dir, summary)
+    common.write_summary(exp_dir, summary)
     return summary
 
 

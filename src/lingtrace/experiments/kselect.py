@@ -48,11 +48,10 @@ import pandas as pd
 from lingtrace.analysis.common import ALL, NEGATIVE, POSITIVE
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common as C
-from lingtrace.experiments import html as H
-from lingtrace.experiments import noise
+from lingtrace.experiments import common, noise
+from lingtrace.experiments import html as section_html
 from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.io import write_parquet
 from lingtrace.report.html import pvalue
@@ -366,8 +365,8 @@ def levels_off_table(faith: pd.DataFrame, tolerance_pct: float) -> pd.DataFrame:
 # ---------------------------------------------------------------- running it
 
 
-def _changed_frame(base: C.Base, r: Removal, reason: str) -> pd.DataFrame:
-    rows = base.train.iloc[r.columns][S.EXAMPLE_COLUMNS].reset_index(drop=True)
+def _changed_frame(base: common.Base, r: Removal, reason: str) -> pd.DataFrame:
+    rows = base.train.iloc[r.columns][schema.EXAMPLE_COLUMNS].reset_index(drop=True)
     rows["split"] = "train"
     rows["change"] = "removed"
     rows["reason"] = reason
@@ -391,11 +390,11 @@ def _reason(r: Removal, test_uids: Sequence[str], seed: int) -> str:
     )
 
 
-def build(base: C.Base, cfg: Config, methods: Sequence[str] = (DEFAULT_METHOD,)) -> tuple[list[Removal], list[C.SubRunSpec], pd.DataFrame]:
+def build(base: common.Base, cfg: Config, methods: Sequence[str] = (DEFAULT_METHOD,)) -> tuple[list[Removal], list[common.SubRunSpec], pd.DataFrame]:
     """Every method's removals (those with an identical training set share one retraining), the sub-runs and the plan."""
     st = retraining_settings(cfg)
-    test_uids = base.selected[S.UID].astype(str).tolist()
-    test_langs = base.selected[S.LANG].astype(str).tolist()
+    test_uids = base.selected[schema.UID].astype(str).tolist()
+    test_langs = base.selected[schema.LANG].astype(str).tolist()
     rows = choose_tests(test_langs, st["k_languages"], st["k_test_per_lang"], st["seed"])
     if len(rows) == 0:
         raise LingtraceError(
@@ -415,7 +414,7 @@ def build(base: C.Base, cfg: Config, methods: Sequence[str] = (DEFAULT_METHOD,))
         selection = base.selected.iloc[list(r.group.rows)].reset_index(drop=True)
         reason = _reason(r, uids, st["seed"])
         specs.append(
-            C.SubRunSpec(
+            common.SubRunSpec(
                 name=r.sub_run,
                 cfg=cfg,
                 change="removed",
@@ -445,24 +444,24 @@ def build(base: C.Base, cfg: Config, methods: Sequence[str] = (DEFAULT_METHOD,))
     return removals, specs, pd.DataFrame(plan, columns=list(PLAN))
 
 
-def base_predictions(base: C.Base, exp_dir: Path, chosen: pd.DataFrame) -> pd.DataFrame:
+def base_predictions(base: common.Base, exp_dir: Path, chosen: pd.DataFrame) -> pd.DataFrame:
     """The base final model's predictions on the chosen test examples (computed once, like the sub-runs')."""
-    path = exp_dir / C.BASE_PREDICTIONS
+    path = exp_dir / common.BASE_PREDICTIONS
     if path.exists():
         old = pd.read_parquet(path)
-        if set(old[S.UID]) >= set(chosen[S.UID]):
+        if set(old[schema.UID]) >= set(chosen[schema.UID]):
             return old
-    preds = C.predict_frame(base.run, base.cfg, chosen[S.EXAMPLE_COLUMNS])
+    preds = common.predict_frame(base.run, base.cfg, chosen[schema.EXAMPLE_COLUMNS])
     write_parquet(path, preds)
     return preds
 
 
 def changes_table(removals: Sequence[Removal], subs: dict, base_preds: pd.DataFrame, n_removed: dict[str, int]) -> pd.DataFrame:
-    bp = base_preds.set_index(S.UID)
+    bp = base_preds.set_index(schema.UID)
     parts = []
     for r in removals:
-        sel = C.read_selection(subs[r.sub_run])
-        uids = sel[S.UID].astype(str)
+        sel = common.read_selection(subs[r.sub_run])
+        uids = sel[schema.UID].astype(str)
         parts.append(
             pd.DataFrame(
                 {
@@ -473,11 +472,11 @@ def changes_table(removals: Sequence[Removal], subs: dict, base_preds: pd.DataFr
                     "sub_run": r.sub_run,
                     "n_removed": int(n_removed[r.sub_run]),
                     "test_uid": uids.to_numpy(),
-                    "test_lang": sel[S.LANG].astype(str).to_numpy(),
-                    "label": sel[S.LABEL].to_numpy(dtype=np.int64),
-                    "p_base": bp.loc[uids, C.P_LABEL].to_numpy(dtype=np.float64),
-                    "p_retrained": sel[C.P_LABEL].to_numpy(dtype=np.float64),
-                    "pred_retrained": sel[S.PRED].to_numpy(dtype=np.int64),
+                    "test_lang": sel[schema.LANG].astype(str).to_numpy(),
+                    "label": sel[schema.LABEL].to_numpy(dtype=np.int64),
+                    "p_base": bp.loc[uids, common.P_LABEL].to_numpy(dtype=np.float64),
+                    "p_retrained": sel[common.P_LABEL].to_numpy(dtype=np.float64),
+                    "pred_retrained": sel[schema.PRED].to_numpy(dtype=np.int64),
                 }
             )
         )
@@ -566,27 +565,27 @@ def _readings(faith: pd.DataFrame, lo: pd.DataFrame, tol: float, floor_row: dict
     return out
 
 
-def run(base: C.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = C.experiment_dir(base.run, NAME)
-    methods = C.methods_present(base.run)
+def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
+    exp_dir = common.experiment_dir(base.run, NAME)
+    methods = common.methods_present(base.run)
     removals, specs, plan = build(base, cfg, methods)
     st = retraining_settings(cfg)
     if plan_only:
         seeds = noise.noise_seeds(cfg)
         return {"experiment": NAME, "plan": plan, "also": [f"{NAME}: + {len(seeds)} noise-floor retraining(s) (seeds {', '.join(map(str, seeds))}), shared with lds"] if seeds else []}
     # another method's scores add retrainings; changed scores change a removal, which its sub-run's identity refuses
-    C.check_experiment_config(exp_dir, NAME, st, result_settings(cfg), base, cfg.experiment, overwrite, identity=C.retraining_identity(base))
-    C.write_table(exp_dir, "plan", plan, PLAN)
+    common.check_experiment_config(exp_dir, NAME, st, result_settings(cfg), base, cfg.experiment, overwrite, identity=common.retraining_identity(base))
+    common.write_table(exp_dir, "plan", plan, PLAN)
     chosen_rows = sorted({i for r in removals for i in r.group.rows})
     chosen = base.selected.iloc[chosen_rows].reset_index(drop=True)
     base_preds = base_predictions(base, exp_dir, chosen)
-    subs = C.run_all(specs, base, exp_dir, overwrite, desc=NAME)
+    subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     floor = noise.ensure(base, cfg, overwrite)
     return finish(base, cfg, exp_dir, removals, plan, subs, base_preds, floor)
 
 
 def finish(
-    base: C.Base, cfg: Config, exp_dir: Path, removals: list[Removal], plan: pd.DataFrame, subs: dict, base_preds: pd.DataFrame, floor: noise.NoiseFloor
+    base: common.Base, cfg: Config, exp_dir: Path, removals: list[Removal], plan: pd.DataFrame, subs: dict, base_preds: pd.DataFrame, floor: noise.NoiseFloor
 ) -> dict[str, Any]:
     st = retraining_settings(cfg)
     tol = cfg.experiment.level_tolerance
@@ -598,13 +597,13 @@ def finish(
     faith = faithfulness_table(changes, st["k_languages"], dict(zip(floor_summary["test_lang"], floor_summary["p_sd"])))
     lo = levels_off_table(faith, tol)
     tables = [
-        C.write_table(exp_dir, "changes", changes, CHANGES),
-        C.write_table(exp_dir, "faithfulness", faith, FAITHFULNESS),
-        C.write_table(exp_dir, "levels_off", lo, LEVELS_OFF),
+        common.write_table(exp_dir, "changes", changes, CHANGES),
+        common.write_table(exp_dir, "faithfulness", faith, FAITHFULNESS),
+        common.write_table(exp_dir, "levels_off", lo, LEVELS_OFF),
         "plan.parquet",
     ]
-    png = C.write_figure(exp_dir, "faithfulness", _figure(faith, lo, floor_row))
-    cost = C.cost_summary({**subs, **{f"{noise.NAME}/{k}": v for k, v in floor.subs.items()}}, 0)
+    png = common.write_figure(exp_dir, "faithfulness", _figure(faith, lo, floor_row))
+    cost = common.cost_summary({**subs, **{f"{noise.NAME}/{k}": v for k, v in floor.subs.items()}}, 0)
     groups = plan["group"].nunique()
     n_test = len(chosen_uids)
     methods = list(dict.fromkeys(r.method for r in removals))
@@ -635,19 +634,19 @@ def finish(
     ]
     fmt = {"flip_pct": _pct, "p_vs_random": pvalue}
     body = [
-        H.figure(png, "change in the probability of the correct class against k, per method", "Mean change (± std over test examples) in the probability of the correct class after retraining, per method; grey band: the largest mean change from the seed alone; dotted line: where the positive removal levels off."),
+        section_html.figure(png, "change in the probability of the correct class against k, per method", "Mean change (± std over test examples) in the probability of the correct class after retraining, per method; grey band: the largest mean change from the seed alone; dotted line: where the positive removal levels off."),
         "<h3>Mean change per k (all test examples)</h3>",
-        H.table(faith[faith["test_lang"] == ALL].drop(columns=["test_lang", "q25_delta", "q75_delta"]), formats=fmt, text_columns=["method"]),
+        section_html.table(faith[faith["test_lang"] == ALL].drop(columns=["test_lang", "q25_delta", "q75_delta"]), formats=fmt, text_columns=["method"]),
         "<h3>Where the change levels off</h3>",
-        H.table(lo, formats={"levels_off_k": lambda x: "not within the sweep" if pd.isna(x) else str(int(x))}, text_columns=["method"]),
+        section_html.table(lo, formats={"levels_off_k": lambda x: "not within the sweep" if pd.isna(x) else str(int(x))}, text_columns=["method"]),
         "<h3>The noise floor (the same training set, other seeds)</h3>",
-        H.table(floor_summary, text_columns=["test_lang"]),
-        "<details class='more'><summary>Per test language</summary>" + H.table(faith[faith["test_lang"] != ALL], formats=fmt, text_columns=["method", "test_lang"]) + "</details>",
-        *(H.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
-        H.columns_doc(NAME, f"../{noise.NAME}/noise_summary.parquet", noise.NOISE_SUMMARY),
+        section_html.table(floor_summary, text_columns=["test_lang"]),
+        "<details class='more'><summary>Per test language</summary>" + section_html.table(faith[faith["test_lang"] != ALL], formats=fmt, text_columns=["method", "test_lang"]) + "</details>",
+        *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
+        section_html.columns_doc(NAME, f"../{noise.NAME}/noise_summary.parquet", noise.NOISE_SUMMARY),
     ]
     section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
-    return C.write_result(
+    return common.write_result(
         exp_dir,
         sys.modules[__name__],
         cfg,
@@ -670,7 +669,7 @@ def finish(
         noise_floor=floor_row,
         cost={**cost, "grouping": st["k_grouping"], "note": cost_text},
         tables=tables,
-        figures=[f"{C.FIGURES_DIR}/faithfulness.png"],
+        figures=[f"{common.FIGURES_DIR}/faithfulness.png"],
     )
 
 

@@ -39,11 +39,10 @@ import pandas as pd
 
 from lingtrace.analysis.common import ALL
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common
+from lingtrace.experiments import common, noise
 from lingtrace.experiments import html as fragments
-from lingtrace.experiments import noise
 from lingtrace.report.html import pvalue
 
 log = logging.getLogger(__name__)
@@ -268,7 +267,7 @@ def build(base: common.Base, cfg: Config) -> tuple[np.ndarray, list[common.SubRu
     specs, plan = [], []
     for j, mask in enumerate(masks):
         name = f"subset-{j:03d}"
-        removed = train[~mask][S.EXAMPLE_COLUMNS].reset_index(drop=True)
+        removed = train[~mask][schema.EXAMPLE_COLUMNS].reset_index(drop=True)
         reason = (
             f"LDS subset {j}: {int(mask.sum())} of the {len(train)} training examples (fraction {x.lds_fraction}) drawn "
             f"with seed ({x.seed}, 'lds-subset', {j}), independent of the scores; the others left out"
@@ -299,7 +298,7 @@ def kept_masks(subs: dict[str, Any], names: Sequence[str], train_uids: Sequence[
     position = {str(u): i for i, u in enumerate(train_uids)}
     masks = np.zeros((len(names), len(position)), dtype=bool)
     for j, name in enumerate(names):
-        kept = pd.read_parquet(subs[name].split_path("train"), columns=[S.UID])[S.UID].astype(str)
+        kept = pd.read_parquet(subs[name].split_path("train"), columns=[schema.UID])[schema.UID].astype(str)
         masks[j, [position[u] for u in kept]] = True
     return masks
 
@@ -313,9 +312,9 @@ def margins_table(subs: dict[str, Any], names: Sequence[str]) -> pd.DataFrame:
                 {
                     "subset": j,
                     "sub_run": name,
-                    "test_uid": sel[S.UID].astype(str).to_numpy(),
-                    "test_lang": sel[S.LANG].astype(str).to_numpy(),
-                    "label": sel[S.LABEL].to_numpy(dtype=np.int64),
+                    "test_uid": sel[schema.UID].astype(str).to_numpy(),
+                    "test_lang": sel[schema.LANG].astype(str).to_numpy(),
+                    "label": sel[schema.LABEL].to_numpy(dtype=np.int64),
                     "margin": sel[common.MARGIN].to_numpy(dtype=np.float64),
                     "p_label": sel[common.P_LABEL].to_numpy(dtype=np.float64),
                 }
@@ -352,10 +351,10 @@ def _seed_sd(floor: noise.NoiseFloor, uids: Sequence[str]) -> np.ndarray:
 def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], names: list[str], subs: dict, floor: noise.NoiseFloor) -> dict[str, Any]:
     x = cfg.experiment
     margins = margins_table(subs, names)
-    test_uids = base.selected[S.UID].astype(str).tolist()
-    test_langs = base.selected[S.LANG].astype(str).tolist()
+    test_uids = base.selected[schema.UID].astype(str).tolist()
+    test_langs = base.selected[schema.LANG].astype(str).tolist()
     measured = margins.pivot(index="test_uid", columns="subset", values="margin").reindex(test_uids).to_numpy(dtype=np.float64)
-    masks = kept_masks(subs, names, base.train[S.UID].astype(str))
+    masks = kept_masks(subs, names, base.train[schema.UID].astype(str))
     predicted = {m: predicted_sums(base.method_total(m), masks) for m in methods}
     examples, table = lds_tables(predicted, measured, test_uids, test_langs, base.languages, _seed_sd(floor, test_uids), int(x.lds_resamples), int(x.lds_resamples), int(x.seed))
     tables = [

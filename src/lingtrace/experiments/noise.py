@@ -28,7 +28,7 @@ import pandas as pd
 
 from lingtrace.analysis.common import ALL
 from lingtrace.config import Config, apply_overrides
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.experiments import common
 from lingtrace.io import write_parquet
 
@@ -76,10 +76,10 @@ def noise_seeds(cfg: Config) -> list[int]:
 def noise_table(base_preds: pd.DataFrame, seeded: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """One row per (seed, test example): the reseeded model's margin and gold-label probability against
     the base model's. ``base_preds`` and every frame of ``seeded`` hold uid, lang, label, margin, p_label."""
-    by_uid = base_preds.set_index(base_preds[S.UID].astype(str))
+    by_uid = base_preds.set_index(base_preds[schema.UID].astype(str))
     parts = []
     for seed, preds in sorted(seeded.items()):
-        uids = preds[S.UID].astype(str)
+        uids = preds[schema.UID].astype(str)
         base_rows = by_uid.loc[uids]
         parts.append(
             pd.DataFrame(
@@ -87,8 +87,8 @@ def noise_table(base_preds: pd.DataFrame, seeded: dict[int, pd.DataFrame]) -> pd
                     "seed": int(seed),
                     "sub_run": f"seed-{seed}",
                     "test_uid": uids.to_numpy(),
-                    "test_lang": preds[S.LANG].astype(str).to_numpy(),
-                    "label": preds[S.LABEL].to_numpy(dtype=np.int64),
+                    "test_lang": preds[schema.LANG].astype(str).to_numpy(),
+                    "label": preds[schema.LABEL].to_numpy(dtype=np.int64),
                     "margin_base": base_rows[common.MARGIN].to_numpy(dtype=np.float64),
                     "margin": preds[common.MARGIN].to_numpy(dtype=np.float64),
                     "p_base": base_rows[common.P_LABEL].to_numpy(dtype=np.float64),
@@ -171,7 +171,7 @@ def specs(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
     """One sub-run per noise seed: the base run's training, dev and test data unchanged, another train.seed."""
     fix = f"rerun `lingtrace prepare {base.run.root} --overwrite` and the stages after it"
     train = common.read_frame(base.run.split_path("train"), fix)  # the base run's own order
-    empty = train.iloc[:0][S.EXAMPLE_COLUMNS].assign(split=pd.Series(dtype=str), change=pd.Series(dtype=str), reason=pd.Series(dtype=str))
+    empty = train.iloc[:0][schema.EXAMPLE_COLUMNS].assign(split=pd.Series(dtype=str), change=pd.Series(dtype=str), reason=pd.Series(dtype=str))
     out = []
     for seed in noise_seeds(cfg):
         reason = f"noise floor: the base run's training set unchanged, retrained with train.seed={seed} instead of {cfg.train.seed}"
@@ -208,9 +208,9 @@ def base_predictions(base: common.Base, exp_dir) -> pd.DataFrame:
     path = exp_dir / BASE_PREDICTIONS
     if path.exists():
         old = pd.read_parquet(path)
-        if common.MARGIN in old.columns and set(old[S.UID].astype(str)) >= set(base.selected[S.UID].astype(str)):
+        if common.MARGIN in old.columns and set(old[schema.UID].astype(str)) >= set(base.selected[schema.UID].astype(str)):
             return old
-    preds = common.predict_frame(base.run, base.cfg, base.selected[S.EXAMPLE_COLUMNS])
+    preds = common.predict_frame(base.run, base.cfg, base.selected[schema.EXAMPLE_COLUMNS])
     write_parquet(path, preds)
     return preds
 

@@ -29,10 +29,10 @@ import pandas as pd
 from lingtrace.analysis.common import ALL, DIRECTIONS
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common as C
-from lingtrace.experiments import html as H
+from lingtrace.experiments import common
+from lingtrace.experiments import html as section_html
 from lingtrace.influence.store import load_scores
 
 log = logging.getLogger(__name__)
@@ -106,13 +106,13 @@ def sub_name(lang: str) -> str:
     return f"no-{lang}"
 
 
-def exclusion(base: C.Base, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def exclusion(base: common.Base, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, dev, changed): the base run's training and dev data without ``lang``, and the excluded rows."""
-    train = base.train[base.train[S.LANG].astype(str) != lang].reset_index(drop=True)
-    dev = base.dev[base.dev[S.LANG].astype(str) != lang].reset_index(drop=True)
+    train = base.train[base.train[schema.LANG].astype(str) != lang].reset_index(drop=True)
+    dev = base.dev[base.dev[schema.LANG].astype(str) != lang].reset_index(drop=True)
     parts = []
     for split, frame in (("train", base.train), ("dev", base.dev)):
-        out = frame[frame[S.LANG].astype(str) == lang][S.EXAMPLE_COLUMNS].copy()
+        out = frame[frame[schema.LANG].astype(str) == lang][schema.EXAMPLE_COLUMNS].copy()
         out["split"] = split
         parts.append(out)
     changed = pd.concat(parts, ignore_index=True)
@@ -121,13 +121,13 @@ def exclusion(base: C.Base, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
     return train, dev, changed
 
 
-def build(base: C.Base, cfg: Config) -> list[C.SubRunSpec]:
+def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
     langs = languages(cfg)
     if len(base.languages) < 2:
         raise LingtraceError("zero-shot needs at least two training languages", "add languages to the base run's data.languages")
     specs = []
     for lang in langs:
-        selection = base.selected[base.selected[S.LANG].astype(str) == lang].reset_index(drop=True)
+        selection = base.selected[base.selected[schema.LANG].astype(str) == lang].reset_index(drop=True)
         if selection.empty:
             raise LingtraceError(f"the base run has no selected test example in {lang!r}", "choose experiment.zero_shot_languages among the selected test languages")
         train, dev, changed = exclusion(base, lang)
@@ -137,7 +137,7 @@ def build(base: C.Base, cfg: Config) -> list[C.SubRunSpec]:
         if k >= len(train):
             raise LingtraceError(f"top-k = {k} is not below the {len(train)} training examples left without {lang}", "lower experiment.top_k")
         specs.append(
-            C.SubRunSpec(
+            common.SubRunSpec(
                 name=sub_name(lang),
                 cfg=sub_cfg,
                 change="excluded",
@@ -175,11 +175,11 @@ def compare(
     largest = direction == "positive"
     ft = top_k(full, k, largest=largest).indices
     zt = top_k(zero, k, largest=largest).indices
-    f_lang = full_train[S.LANG].astype(str).to_numpy()
-    f_tid = full_train[S.TRANSLATION_ID].astype(str).to_numpy()
-    f_uid = full_train[S.UID].astype(str).to_numpy()
-    z_tid = zero_train[S.TRANSLATION_ID].astype(str).to_numpy()
-    z_uid = zero_train[S.UID].astype(str).to_numpy()
+    f_lang = full_train[schema.LANG].astype(str).to_numpy()
+    f_tid = full_train[schema.TRANSLATION_ID].astype(str).to_numpy()
+    f_uid = full_train[schema.UID].astype(str).to_numpy()
+    z_tid = zero_train[schema.TRANSLATION_ID].astype(str).to_numpy()
+    z_uid = zero_train[schema.UID].astype(str).to_numpy()
     n_zero = len(zero_train)
     rows = []
     for i in range(full.shape[0]):
@@ -216,8 +216,8 @@ def topk_language_shares(matrix: np.ndarray, train_langs: Sequence[str], k: int,
 
 
 def _accuracy_rows(lang: str, model: str, frame: pd.DataFrame, examples: str, order: Sequence[str]) -> list[dict]:
-    correct = frame[S.PRED].to_numpy() == frame[S.LABEL].to_numpy()
-    fl = frame[S.LANG].astype(str).to_numpy()
+    correct = frame[schema.PRED].to_numpy() == frame[schema.LABEL].to_numpy()
+    fl = frame[schema.LANG].astype(str).to_numpy()
     out = []
     for t in [*[x for x in order if (fl == x).any()], ALL]:
         m = np.ones(len(frame), dtype=bool) if t == ALL else fl == t
@@ -228,20 +228,20 @@ def _accuracy_rows(lang: str, model: str, frame: pd.DataFrame, examples: str, or
 # ---------------------------------------------------------------- running it
 
 
-def run(base: C.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = C.experiment_dir(base.run, NAME)
+def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
+    exp_dir = common.experiment_dir(base.run, NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
         [{"sub_run": s.name, "exclude_lang": s.info["exclude_lang"], "n_train": len(s.train), "n_excluded_train": int((s.changed["split"] == "train").sum()), "n_test": len(s.selection)} for s in specs]
     )
     if plan_only:
         return {"experiment": NAME, "plan": plan}
-    C.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
-    subs = C.run_all(specs, base, exp_dir, overwrite, desc=NAME)
+    common.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
+    subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     return finish(base, cfg, exp_dir, specs, subs)
 
 
-def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], subs: dict) -> dict[str, Any]:
+def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.SubRunSpec], subs: dict) -> dict[str, Any]:
     k = result_settings(cfg)["top_k"]
     order = list(base.languages)
     base_pred_path = base.run.selection_path.parent / "predictions.parquet"
@@ -252,23 +252,23 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
         lang = spec.info["exclude_lang"]
         sub = subs[spec.name]
         zs = load_scores(sub)
-        zs_train = C._align(pd.read_parquet(sub.split_path("train")), zs.train_uids, "zero-shot training data")
-        sel_uids = spec.selection[S.UID].astype(str).tolist()
+        zs_train = common._align(pd.read_parquet(sub.split_path("train")), zs.train_uids, "zero-shot training data")
+        sel_uids = spec.selection[schema.UID].astype(str).tolist()
         pos = {u: i for i, u in enumerate(base.scores.test_uids)}
         zpos = {u: i for i, u in enumerate(zs.test_uids)}
         full = full_total[[pos[u] for u in sel_uids]]
         zero = zs.total()[[zpos[u] for u in sel_uids]]
-        zsel = C.read_selection(sub).set_index(S.UID).loc[sel_uids]
-        fsel = base.selected.set_index(S.UID).loc[sel_uids]
+        zsel = common.read_selection(sub).set_index(schema.UID).loc[sel_uids]
+        fsel = base.selected.set_index(schema.UID).loc[sel_uids]
         for direction in DIRECTIONS:
             comp = compare(full, base.train, zero, zs_train, lang, k, direction)
             comp.insert(0, "test_uid", sel_uids)
             comp.insert(0, "k", k)
             comp.insert(0, "direction", direction)
             comp.insert(0, "exclude_lang", lang)
-            comp["p_label_full"] = fsel[S.CONFIDENCE].to_numpy(dtype=np.float64)
-            comp["p_label_zero_shot"] = zsel[C.P_LABEL].to_numpy(dtype=np.float64)
-            comp["correct_zero_shot"] = zsel[S.PRED].to_numpy() == zsel[S.LABEL].to_numpy()
+            comp["p_label_full"] = fsel[schema.CONFIDENCE].to_numpy(dtype=np.float64)
+            comp["p_label_zero_shot"] = zsel[common.P_LABEL].to_numpy(dtype=np.float64)
+            comp["correct_zero_shot"] = zsel[schema.PRED].to_numpy() == zsel[schema.LABEL].to_numpy()
             per_test.append(comp[list(PER_TEST)])
             a = comp["pct_translations"].dropna()
             summary_rows.append(
@@ -287,7 +287,7 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
                 }
             )
             for model, matrix, train in (("full", full, base.train), ("zero-shot", zero, zs_train)):
-                langs = train[S.LANG].astype(str)
+                langs = train[schema.LANG].astype(str)
                 shares = topk_language_shares(matrix, langs.tolist(), k, direction == "positive", order)
                 frac = langs.value_counts(normalize=True) * 100.0
                 for tl in order:
@@ -305,26 +305,26 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
                     )
         if base_pool is not None:
             acc_rows += _accuracy_rows(lang, "full", base_pool, "pool", order)
-        acc_rows += _accuracy_rows(lang, "full", base.selected[base.selected[S.LANG].astype(str) == lang], "selected", order)
-        acc_rows += _accuracy_rows(lang, "zero-shot", C.read_predictions(sub), "pool", order)
-        acc_rows += _accuracy_rows(lang, "zero-shot", C.read_selection(sub), "selected", order)
+        acc_rows += _accuracy_rows(lang, "full", base.selected[base.selected[schema.LANG].astype(str) == lang], "selected", order)
+        acc_rows += _accuracy_rows(lang, "zero-shot", common.read_predictions(sub), "pool", order)
+        acc_rows += _accuracy_rows(lang, "zero-shot", common.read_selection(sub), "selected", order)
     per_test_df = pd.concat(per_test, ignore_index=True)
     summ = pd.DataFrame(summary_rows, columns=list(SUMMARY))
     shares_df = pd.DataFrame(share_rows, columns=list(SHARES))
     acc = pd.DataFrame(acc_rows, columns=list(ACCURACY))
     tables = [
-        C.write_table(exp_dir, "zero_shot", summ, SUMMARY),
-        C.write_table(exp_dir, "per_test", per_test_df, PER_TEST),
-        C.write_table(exp_dir, "language_shares", shares_df, SHARES),
-        C.write_table(exp_dir, "accuracy", acc, ACCURACY),
+        common.write_table(exp_dir, "zero_shot", summ, SUMMARY),
+        common.write_table(exp_dir, "per_test", per_test_df, PER_TEST),
+        common.write_table(exp_dir, "language_shares", shares_df, SHARES),
+        common.write_table(exp_dir, "accuracy", acc, ACCURACY),
     ]
     for spec in specs:
         lang = spec.info["exclude_lang"]
-        png = C.write_figure(exp_dir, f"zero_shot_{lang}", _figure(lang, summ, shares_df, order, k))
-        figures.append(f"{C.FIGURES_DIR}/zero_shot_{lang}.png")
+        png = common.write_figure(exp_dir, f"zero_shot_{lang}", _figure(lang, summ, shares_df, order, k))
+        figures.append(f"{common.FIGURES_DIR}/zero_shot_{lang}.png")
         pngs.append((lang, png))
         readings.append(_reading(lang, summ, shares_df, acc, k))
-    cost = C.cost_summary(subs, len(specs))
+    cost = common.cost_summary(subs, len(specs))
     n_sel = sum(len(s.selection) for s in specs)
     cost_text = (
         f"{len(specs)} retraining(s) (one per left-out language: {', '.join(s.info['exclude_lang'] for s in specs)}) and as many "
@@ -340,18 +340,18 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
     ]
     body = []
     for lang, png in pngs:
-        body.append(H.figure(png, f"zero-shot influence without {lang}", f"Left: language shares of the top-{k} most positively influential examples for the {lang} test examples, full vs zero-shot model. Right: (a) and (b) with their chance levels (black ticks)."))
+        body.append(section_html.figure(png, f"zero-shot influence without {lang}", f"Left: language shares of the top-{k} most positively influential examples for the {lang} test examples, full vs zero-shot model. Right: (a) and (b) with their chance levels (black ticks)."))
     body += [
         "<h3>(a) and (b)</h3>",
-        H.table(summ, formats={c: _pct for c in summ.columns if c.startswith("pct_")}, text_columns=["exclude_lang", "direction"]),
+        section_html.table(summ, formats={c: _pct for c in summ.columns if c.startswith("pct_")}, text_columns=["exclude_lang", "direction"]),
         "<h3>Accuracy</h3>",
-        H.table(acc, formats={"accuracy": _pct}, text_columns=["exclude_lang", "model", "test_lang", "examples"]),
+        section_html.table(acc, formats={"accuracy": _pct}, text_columns=["exclude_lang", "model", "test_lang", "examples"]),
         "<details class='more'><summary>(c) language shares of the top-k</summary>"
-        + H.table(shares_df, formats={"share": _pct, "share_std": _num, "train_fraction": _pct}, text_columns=["exclude_lang", "model", "direction", "train_lang"])
+        + section_html.table(shares_df, formats={"share": _pct, "share_std": _num, "train_fraction": _pct}, text_columns=["exclude_lang", "model", "direction", "train_lang"])
         + "</details>",
-        *(H.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
+        *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
     ]
-    C.write_text(exp_dir / C.SECTION_FILE, H.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body)))
+    common.write_text(exp_dir / common.SECTION_FILE, section_html.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body)))
     summary = {
         "experiment": NAME,
         "title": TITLE,
@@ -367,11 +367,11 @@ def finish(base: C.Base, cfg: Config, exp_dir: Path, specs: list[C.SubRunSpec], 
         "cost": {**cost, "note": cost_text},
         "tables": tables,
         "figures": figures,
-        "section": C.SECTION_FILE,
+        "section": common.SECTION_FILE,
         "readings": readings,
         "notes": notes,
     }
-    C.write_summary(exp_dir, summary)
+    common.write_summary(exp_dir, summary)
     return summary
 
 

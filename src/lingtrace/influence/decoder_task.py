@@ -153,25 +153,25 @@ class CausalLMTask(DecoderTask):
 
     def _prompts(self, tokenizer, rows, max_length: int, prefix: str) -> tuple[list[list[int]], dict[str, list[list[int]]]]:
         """Prompt ids per row (cut so that its language's longest answer fits ``max_length``) and the answers per language."""
-        from lingtrace.data import schema as S
+        from lingtrace.data import schema
 
-        langs = rows[S.LANG].astype(str).tolist()
+        langs = rows[schema.LANG].astype(str).tolist()
         answers = {lang: self._answers(tokenizer, lang) for lang in sorted(set(langs))}
         room = [max_length - max(len(a) for a in answers[lang]) for lang in langs]
-        text_b = rows[S.TEXT_B].tolist() if S.TEXT_B in rows.columns else None
-        text_a = [prefix + str(t) for t in rows[S.TEXT_A].tolist()]
+        text_b = rows[schema.TEXT_B].tolist() if schema.TEXT_B in rows.columns else None
+        text_a = [prefix + str(t) for t in rows[schema.TEXT_A].tolist()]
         return self.prompt.prompt_ids(tokenizer, text_a, text_b, room), answers
 
     def examples(self, frame, tokenizer, max_length, prefix=""):
-        from lingtrace.data import schema as S
+        from lingtrace.data import schema
         from lingtrace.influence.examples import Examples
 
         prompts, answers = self._prompts(tokenizer, frame, max_length, prefix)
-        labels = frame[S.LABEL].to_numpy(dtype=np.int64)
-        langs = frame[S.LANG].astype(str).tolist()
+        labels = frame[schema.LABEL].to_numpy(dtype=np.int64)
+        langs = frame[schema.LANG].astype(str).tolist()
         chosen = [answers[lang][y] for lang, y in zip(langs, labels)]
         ids = [np.asarray(p + a, dtype=np.int64) for p, a in zip(prompts, chosen)]
-        uids = frame[S.UID].astype(str).tolist() if S.UID in frame.columns else [str(i) for i in range(len(frame))]
+        uids = frame[schema.UID].astype(str).tolist() if schema.UID in frame.columns else [str(i) for i in range(len(frame))]
         return Examples(ids=ids, labels=np.asarray([len(a) for a in chosen], dtype=np.int64), uids=uids)
 
     def collate(self, ids, labels, pad_id, pin=False):
@@ -201,10 +201,10 @@ class CausalLMTask(DecoderTask):
     @torch.no_grad()
     def class_scores(self, model, tokenizer, rows, max_length, prefix=""):
         """[B, num_labels] float64 total log-likelihood of each label's answer after the row's prompt."""
-        from lingtrace.data import schema as S
+        from lingtrace.data import schema
 
         prompts, answers = self._prompts(tokenizer, rows, max_length, prefix)
-        langs = np.asarray(rows[S.LANG].astype(str).tolist())
+        langs = np.asarray(rows[schema.LANG].astype(str).tolist())
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         out = torch.zeros((len(rows), len(next(iter(answers.values())))), dtype=torch.float64)
         for lang, answer_ids in answers.items():

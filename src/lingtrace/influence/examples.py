@@ -35,25 +35,25 @@ class Examples:
     def from_frame(cls, frame, tokenizer, max_length: int = 128, prefix: str = "") -> Examples:
         """Tokenise a frame with ``text_a``, optional ``text_b``, ``label`` and ``uid`` columns exactly as
         training does (``lingtrace.models.loading.encode``)."""
-        from lingtrace.data import schema as S
+        from lingtrace.data import schema
         from lingtrace.models.loading import encode
 
-        missing = [c for c in (S.TEXT_A, S.LABEL) if c not in frame.columns]
+        missing = [c for c in (schema.TEXT_A, schema.LABEL) if c not in frame.columns]
         if missing:
             raise BadExamples(f"examples lack column {missing[0]!r}")
-        uids = frame[S.UID].astype(str).tolist() if S.UID in frame.columns else [str(i) for i in range(len(frame))]
-        text_b = frame[S.TEXT_B].tolist() if S.TEXT_B in frame.columns else None
+        uids = frame[schema.UID].astype(str).tolist() if schema.UID in frame.columns else [str(i) for i in range(len(frame))]
+        text_b = frame[schema.TEXT_B].tolist() if schema.TEXT_B in frame.columns else None
         ids: list[np.ndarray] = []
         step = 512
         for start in range(0, len(frame), step):
             part_b = None if text_b is None else text_b[start : start + step]
             if part_b is not None and not any(part_b):
                 part_b = None
-            enc = encode(tokenizer, frame[S.TEXT_A].iloc[start : start + step].tolist(), part_b, max_length=max_length, prefix=prefix)
+            enc = encode(tokenizer, frame[schema.TEXT_A].iloc[start : start + step].tolist(), part_b, max_length=max_length, prefix=prefix)
             mask = enc["attention_mask"].numpy().astype(bool)
             arr = enc["input_ids"].numpy()
             ids.extend(arr[i][mask[i]] for i in range(arr.shape[0]))
-        return cls(ids=ids, labels=frame[S.LABEL].to_numpy(dtype=np.int64), uids=uids)
+        return cls(ids=ids, labels=frame[schema.LABEL].to_numpy(dtype=np.int64), uids=uids)
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> Examples:
         idx = np.asarray(idx, dtype=np.int64)

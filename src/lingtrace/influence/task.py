@@ -128,12 +128,12 @@ class ClassificationTask(Task):
     """
 
     def encode_rows(self, tokenizer, rows, max_length, prefix=""):
-        from lingtrace.data import schema as S
+        from lingtrace.data import schema
         from lingtrace.models.loading import encode
 
-        text_b = rows[S.TEXT_B].tolist() if S.TEXT_B in rows.columns else []
-        enc = encode(tokenizer, rows[S.TEXT_A].tolist(), text_b if any(text_b) else None, max_length=max_length, prefix=prefix)
-        labels = torch.tensor(rows[S.LABEL].to_numpy(dtype=np.int64)) if S.LABEL in rows.columns else torch.zeros(len(rows), dtype=torch.long)
+        text_b = rows[schema.TEXT_B].tolist() if schema.TEXT_B in rows.columns else []
+        enc = encode(tokenizer, rows[schema.TEXT_A].tolist(), text_b if any(text_b) else None, max_length=max_length, prefix=prefix)
+        labels = torch.tensor(rows[schema.LABEL].to_numpy(dtype=np.int64)) if schema.LABEL in rows.columns else torch.zeros(len(rows), dtype=torch.long)
         return Batch(enc["input_ids"], enc["attention_mask"], labels)
 
     def batch_losses(self, model, batch):

@@ -268,11 +268,35 @@ def read_e5_file(path: str | os.PathLike | None = None) -> E5File:
 # ---------------------------------------------------------------- building
 
 
+def xlmr_style_tokenizer(tok):
+    """Wrap a ``tokenizers`` unigram tokenizer with XLM-R's special tokens and pair template (a
+    ``PreTrainedTokenizerFast``; the tiny test models use it too)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+
+
 def build_tokenizer(e5: E5File):
     """XLM-R's unigram tokenizer rebuilt from the file's pieces and scores (a ``PreTrainedTokenizerFast``)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    from lingtrace.models.tiny import xlmr_style_tokenizer
 
     for tok_name, idx in (
         ("<s>", e5.bos_id),

@@ -1,3 +1,3 @@
 """The HTML report: ``figures`` (matplotlib, Agg canvas), ``readings`` (one plain sentence per analysis),
-``html`` (page, tables, the example browser), ``stage`` (``lingtrace report``), and ``browser_check``
-(headless Chromium: JS/console errors, network use, screenshot)."""
+``html`` (page, tables, the example browser) and ``stage`` (``lingtrace report``). The headless-Chromium
+check the report tests use lives in ``tests/support/browser_check.py``."""

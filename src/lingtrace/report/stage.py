@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from lingtrace import __version__
-from lingtrace.analysis import tables as T
+from lingtrace.analysis import tables as table_specs
 from lingtrace.analysis.common import (
     ALL,
     DIRECTIONS,
@@ -40,15 +40,14 @@ from lingtrace.analysis.examples import label_name
 from lingtrace.analysis.layout import COMPARISON, MethodAnalysis, read_layout
 from lingtrace.analysis.stage import read_frame
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.decoder_task import attributed_loss
 from lingtrace.influence.methods import DEFAULT_METHOD, method_names
 from lingtrace.influence.store import META
 from lingtrace.io import atomic_dir, read_json
-from lingtrace.report import figures as F
-from lingtrace.report import methods as M
-from lingtrace.report import readings as R
+from lingtrace.report import figures, readings
+from lingtrace.report import methods as method_notes
 from lingtrace.report.html import (
     browser,
     columns_doc,
@@ -122,9 +121,9 @@ def _file(inp: ReportInputs, spec) -> str:
 def _method_tables(analysis: MethodAnalysis) -> dict[str, pd.DataFrame]:
     tables = {}
     for name in analysis.summary.get("tables", {}):
-        if name in T.TABLES:
-            tables[name] = read_frame(analysis.directory / T.TABLES[name].file, f"analysis table {name} of {analysis.method}", "rerun `lingtrace analyze RUN --overwrite`")
-    if T.TOPK.name not in tables:
+        if name in table_specs.TABLES:
+            tables[name] = read_frame(analysis.directory / table_specs.TABLES[name].file, f"analysis table {name} of {analysis.method}", "rerun `lingtrace analyze RUN --overwrite`")
+    if table_specs.TOPK.name not in tables:
         raise LingtraceError(f"{analysis.directory} has no top-k table", "rerun `lingtrace analyze RUN --overwrite`")
     return tables
 
@@ -140,10 +139,10 @@ def load_inputs(run: RunDir, cfg: Config) -> ReportInputs:
         log.warning("%s has the analysis layout of an older lingtrace (tracin only); rerun `lingtrace analyze RUN --overwrite` for every method", run.analysis_dir)
     comparison = {}
     for name in layout.get("comparison", {}).get("tables", {}):
-        if name in T.COMPARISON_TABLES:
-            path = run.analysis_dir / layout["comparison"].get("folder", COMPARISON) / T.COMPARISON_TABLES[name].file
+        if name in table_specs.COMPARISON_TABLES:
+            path = run.analysis_dir / layout["comparison"].get("folder", COMPARISON) / table_specs.COMPARISON_TABLES[name].file
             frame = read_frame(path, f"comparison table {name}", "rerun `lingtrace analyze RUN --overwrite`")
-            missing = [c for c in T.COMPARISON_TABLES[name].columns if c not in frame.columns]
+            missing = [c for c in table_specs.COMPARISON_TABLES[name].columns if c not in frame.columns]
             if missing:
                 raise LingtraceError(f"{path} has no column {missing[0]!r} (made by another lingtrace version)", "rerun `lingtrace analyze RUN --overwrite`")
             comparison[name] = frame
@@ -182,12 +181,12 @@ def browser_data(inp: ReportInputs, languages: Sequence[str]) -> dict[str, Any]:
     in ``train``)."""
     label_names = list(inp.task.get("label_names", []))
     n = inp.cfg.analysis.browser_k
-    train = inp.train.set_index(inp.train[S.UID].astype(str))
+    train = inp.train.set_index(inp.train[schema.UID].astype(str))
     lists: dict[tuple[str, str, str], list] = {}
     own_share: dict[str, pd.Series] = {}
     used: set[str] = set()
     for method in inp.method_names:
-        topk = inp.for_method(method).tables[T.TOPK.name]
+        topk = inp.for_method(method).tables[table_specs.TOPK.name]
         summed = topk[topk["epoch"] == SUMMED]
         own = (summed["train_lang"] == summed["test_lang"]).astype(float) * 100.0
         own_share[method] = own.groupby([summed["direction"], summed["test_uid"]]).mean()
@@ -200,18 +199,18 @@ def browser_data(inp: ReportInputs, languages: Sequence[str]) -> dict[str, Any]:
     sub = train.loc[known]
     train_info = {
         u: [str(lang), example_text(a, b), label_name(label_names, y)]
-        for u, lang, a, b, y in zip(sub.index, sub[S.LANG], sub[S.TEXT_A], sub[S.TEXT_B], sub[S.LABEL])
+        for u, lang, a, b, y in zip(sub.index, sub[schema.LANG], sub[schema.TEXT_A], sub[schema.TEXT_B], sub[schema.LABEL])
     }
     tests = []
     for r in inp.test.itertuples(index=False):
-        uid = str(getattr(r, S.UID))
-        pred = getattr(r, S.PRED, None)
+        uid = str(getattr(r, schema.UID))
+        pred = getattr(r, schema.PRED, None)
         tests.append(
             {
                 "uid": uid,
-                "lang": str(getattr(r, S.LANG)),
-                "text": example_text(getattr(r, S.TEXT_A), getattr(r, S.TEXT_B)),
-                "label": label_name(label_names, getattr(r, S.LABEL)),
+                "lang": str(getattr(r, schema.LANG)),
+                "text": example_text(getattr(r, schema.TEXT_A), getattr(r, schema.TEXT_B)),
+                "label": label_name(label_names, getattr(r, schema.LABEL)),
                 "pred": label_name(label_names, pred) if pred is not None else "",
                 "by_method": {
                     m: {
@@ -303,8 +302,8 @@ def _summary_section(inp: ReportInputs, figs: dict[str, bytes]) -> str:
         parts.append("<h3>Dev accuracy per epoch</h3>" + table_html(acc, formats=fm))
         parts.append(figure(figs.get("dev_accuracy"), "dev accuracy per epoch"))
     sel = inp.test
-    sel_tab = sel.groupby(S.LANG, sort=False).agg(selected=(S.UID, "size"), **({"mean confidence": (S.CONFIDENCE, "mean")} if S.CONFIDENCE in sel else {}))
-    sel_tab = sel_tab.reindex([lang for lang in language_order(cfg.data.languages, sel[S.LANG])]).reset_index().rename(columns={S.LANG: "test language"})
+    sel_tab = sel.groupby(schema.LANG, sort=False).agg(selected=(schema.UID, "size"), **({"mean confidence": (schema.CONFIDENCE, "mean")} if schema.CONFIDENCE in sel else {}))
+    sel_tab = sel_tab.reindex([lang for lang in language_order(cfg.data.languages, sel[schema.LANG])]).reset_index().rename(columns={schema.LANG: "test language"})
     parts.append(
         "<h3>Test selection</h3><p class='note'>Test examples the final model predicts correctly, drawn per language "
         f"(select.per_lang = {cfg.select.per_lang}); these are the rows of the score matrices.</p>"
@@ -321,9 +320,9 @@ def _methods_table(inp: ReportInputs) -> str:
         rows.append(
             {
                 "method": method,
-                "scores": M.scoring(method, view.influence_meta, view.summary),
-                "leaves out": M.leaves_out(method, view.influence_meta),
-                "method_info": M.method_info(view.influence_meta),
+                "scores": method_notes.scoring(method, view.influence_meta, view.summary),
+                "leaves out": method_notes.leaves_out(method, view.influence_meta),
+                "method_info": method_notes.method_info(view.influence_meta),
             }
         )
     note = ""
@@ -363,7 +362,7 @@ def _table_section(inp: ReportInputs, spec, reading: str | None, content: str, n
 
 
 def _section_shares(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> Block:
-    name = T.LANGUAGE_SHARES.name
+    name = table_specs.LANGUAGE_SHARES.name
     na = inp.summary.get("not_applicable", {}).get(name)
     content, reading = "", None
     if not na:
@@ -372,21 +371,21 @@ def _section_shares(inp: ReportInputs, figs: dict[str, bytes], test_order: Seque
         tabs = []
         for d in DIRECTIONS:
             p = _pivot(sel[sel["direction"] == d], "share", test_order, train_order)
-            tabs.append(f"<div><h3>{esc(F.DIRECTION_TITLE[d])}</h3>{table_html(p, index=True, formats=_pct_formats(p))}</div>")
+            tabs.append(f"<div><h3>{esc(figures.DIRECTION_TITLE[d])}</h3>{table_html(p, index=True, formats=_pct_formats(p))}</div>")
         chance = sel.drop_duplicates("train_lang")[["train_lang", "train_fraction"]]
         content = (
             figure(figs.get("language_shares"), "language shares heat maps", "Rows: test language; columns: training language; each row sums to 100%.")
             + f"<div class='tables'>{''.join(tabs)}</div>"
             + f"<p class='note'>Expected by chance (share of the training data): {esc(', '.join(f'{r.train_lang} {r.train_fraction:.1f}%' for r in chance.itertuples()))}.</p>"
-            + columns_doc(T.LANGUAGE_SHARES.columns, _file(inp, T.LANGUAGE_SHARES))
+            + columns_doc(table_specs.LANGUAGE_SHARES.columns, _file(inp, table_specs.LANGUAGE_SHARES))
         )
-        if T.IN_LANGUAGE_SHARE.name in inp.tables:
-            reading = R.language_shares(inp.tables[T.IN_LANGUAGE_SHARE.name], int(inp.summary.get("k_effective", inp.cfg.analysis.k)))
-    return Block(name, T.LANGUAGE_SHARES.title, T.LANGUAGE_SHARES.reproduces, reading, content, na, inp.summary.get("notes", {}).get(name, []))
+        if table_specs.IN_LANGUAGE_SHARE.name in inp.tables:
+            reading = readings.language_shares(inp.tables[table_specs.IN_LANGUAGE_SHARE.name], int(inp.summary.get("k_effective", inp.cfg.analysis.k)))
+    return Block(name, table_specs.LANGUAGE_SHARES.title, table_specs.LANGUAGE_SHARES.reproduces, reading, content, na, inp.summary.get("notes", {}).get(name, []))
 
 
 def _section_average(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> Block:
-    spec = T.AVERAGE_INFLUENCE
+    spec = table_specs.AVERAGE_INFLUENCE
     na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
@@ -402,12 +401,12 @@ def _section_average(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             + (more("Per epoch", f"<div class='tables'>{''.join(per_epoch)}</div>") if per_epoch else "")
             + columns_doc(spec.columns, _file(inp, spec))
         )
-        reading = R.average_influence(avg)
+        reading = readings.average_influence(avg)
     return _table_section(inp, spec, reading, content, na)
 
 
 def _section_overlap(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> Block:
-    spec = T.TRANSLATION_OVERLAP
+    spec = table_specs.TRANSLATION_OVERLAP
     na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
@@ -433,14 +432,14 @@ def _section_overlap(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             + more("Per training language", table_html(full, formats={"pct_translations": pct, "pct_by_chance": pct}))
             + columns_doc(spec.columns, _file(inp, spec))
         )
-        reading = R.translation_overlap(ov)
+        reading = readings.translation_overlap(ov)
     return _table_section(inp, spec, reading, content, na)
 
 
 def _section_dynamics(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> Block:
-    inl = inp.tables.get(T.IN_LANGUAGE_SHARE.name)
-    wil = inp.tables.get(T.DYNAMICS_WILCOXON.name)
-    na_w = inp.summary.get("not_applicable", {}).get(T.DYNAMICS_WILCOXON.name)
+    inl = inp.tables.get(table_specs.IN_LANGUAGE_SHARE.name)
+    wil = inp.tables.get(table_specs.DYNAMICS_WILCOXON.name)
+    na_w = inp.summary.get("not_applicable", {}).get(table_specs.DYNAMICS_WILCOXON.name)
     parts = []
     reading = None
     if inl is not None:
@@ -453,8 +452,8 @@ def _section_dynamics(inp: ReportInputs, figs: dict[str, bytes], test_order: Seq
         parts.append(figure(figs.get("in_language_dynamics"), "in-language share per epoch", "Each checkpoint's own top-k; dashed: chance level."))
         parts.append(f"<div class='tables'>{''.join(tabs)}</div>")
         parts.append(figure(figs.get("shares_per_epoch"), "language shares per epoch"))
-        parts.append(columns_doc(T.IN_LANGUAGE_SHARE.columns, _file(inp, T.IN_LANGUAGE_SHARE)))
-        reading = R.dynamics(inl, wil)
+        parts.append(columns_doc(table_specs.IN_LANGUAGE_SHARE.columns, _file(inp, table_specs.IN_LANGUAGE_SHARE)))
+        reading = readings.dynamics(inl, wil)
     parts.append("<h3>Wilcoxon signed-rank tests between epochs</h3>")
     parts.append(
         "<p class='note'>Paired over test examples, two-sided, scipy.stats.wilcoxon. <em>in_language_share</em>: each test "
@@ -469,12 +468,12 @@ def _section_dynamics(inp: ReportInputs, figs: dict[str, bytes], test_order: Seq
         parts.append(figure(figs.get("wilcoxon"), "Wilcoxon p-values between epochs"))
         parts.append(table_html(wil[wil["test_lang"] == ALL], formats=fm))
         parts.append(more("Per test language", table_html(wil[wil["test_lang"] != ALL], formats=fm)))
-        parts.append(columns_doc(T.DYNAMICS_WILCOXON.columns, _file(inp, T.DYNAMICS_WILCOXON)))
-    return Block("dynamics", "Dynamics over fine-tuning", "Figs. 3, 12, 13", reading, "\n".join(parts), None, inp.summary.get("notes", {}).get(T.DYNAMICS_WILCOXON.name, []))
+        parts.append(columns_doc(table_specs.DYNAMICS_WILCOXON.columns, _file(inp, table_specs.DYNAMICS_WILCOXON)))
+    return Block("dynamics", "Dynamics over fine-tuning", "Figs. 3, 12, 13", reading, "\n".join(parts), None, inp.summary.get("notes", {}).get(table_specs.DYNAMICS_WILCOXON.name, []))
 
 
 def _section_distributions(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> Block:
-    spec = T.SCORE_DISTRIBUTIONS
+    spec = table_specs.SCORE_DISTRIBUTIONS
     na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
@@ -484,12 +483,12 @@ def _section_distributions(inp: ReportInputs, figs: dict[str, bytes], test_order
             + more("Table", table_html(dist))
             + columns_doc(spec.columns, _file(inp, spec))
         )
-        reading = R.score_distributions(dist)
+        reading = readings.score_distributions(dist)
     return _table_section(inp, spec, reading, content, na)
 
 
 def _section_examples(inp: ReportInputs, test_order: Sequence[str]) -> Block:
-    spec = T.EXAMPLES
+    spec = table_specs.EXAMPLES
     na = _not_applicable(inp, spec)
     content = ""
     if not na:
@@ -511,7 +510,7 @@ def _section_examples(inp: ReportInputs, test_order: Sequence[str]) -> Block:
             "and negatively influential training examples (summed score). Every test example is in the browser below and in "
             f"analysis/{_file(inp, spec)}.</p>" + "".join(blocks) + columns_doc(spec.columns, _file(inp, spec))
         )
-    reading = None if na else R.example_tables(inp.tables[spec.name])
+    reading = None if na else readings.example_tables(inp.tables[spec.name])
     return _table_section(inp, spec, reading, content, na)
 
 
@@ -524,14 +523,14 @@ def _add_method_hint(methods: Sequence[str]) -> str:
 def make_comparison_figures(inp: ReportInputs, test_order: Sequence[str]) -> dict[str, bytes]:
     c = inp.comparison
     out = {}
-    if len(inp.method_names) > 1 and T.METHODS_IN_LANGUAGE_SHARE.name in c:
-        fig = F.methods_in_language(c[T.METHODS_IN_LANGUAGE_SHARE.name], test_order, inp.method_names)
+    if len(inp.method_names) > 1 and table_specs.METHODS_IN_LANGUAGE_SHARE.name in c:
+        fig = figures.methods_in_language(c[table_specs.METHODS_IN_LANGUAGE_SHARE.name], test_order, inp.method_names)
         if fig is not None:
-            out["methods_in_language_share"] = F.to_png(fig)
-    if T.METHODS_TOPK_OVERLAP.name in c:
-        fig = F.methods_topk_overlap(c[T.METHODS_TOPK_OVERLAP.name])
+            out["methods_in_language_share"] = figures.to_png(fig)
+    if table_specs.METHODS_TOPK_OVERLAP.name in c:
+        fig = figures.methods_topk_overlap(c[table_specs.METHODS_TOPK_OVERLAP.name])
         if fig is not None:
-            out["methods_topk_overlap"] = F.to_png(fig)
+            out["methods_topk_overlap"] = figures.to_png(fig)
     return out
 
 
@@ -559,7 +558,7 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
         if inp.layout.get("flat"):
             hint = "These analyses were made by an older lingtrace, for tracin only: rerun `lingtrace analyze RUN --overwrite`."
         return section(sid, title, None, None, f"<p class='note'>{esc(hint)}</p>")
-    findings = R.method_findings(c, methods, inp.method)
+    findings = readings.method_findings(c, methods, inp.method)
     items = "".join(
         f"<li class='{'holds' if f.holds else 'differs' if f.holds is not None else 'info'}'><strong>"
         f"{'holds under every method' if f.holds else 'depends on the method' if f.holds is not None else 'agreement'}:</strong> {esc(f.text)}</li>"
@@ -567,7 +566,7 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
     )
     parts = [f"<ul class='findings'>{items}</ul>"]
     rows = [*test_order, ALL]
-    inl = c.get(T.METHODS_IN_LANGUAGE_SHARE.name)
+    inl = c.get(table_specs.METHODS_IN_LANGUAGE_SHARE.name)
     if inl is not None and not inl.empty:
         pos = inl[inl["direction"] == POSITIVE]
         p = _by_method(pos, "share", rows, methods)
@@ -579,13 +578,13 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             figure(figs.get("methods_in_language_share"), "in-language share per method", "Bars: one per method; black marks: chance (the share of the training data)."),
             table_html(p, index=True, formats=_pct_formats(p)),
             more(
-                f"Above chance? Two-sided one-sample t-test of the test examples' in-language % against chance (p < {R.ALPHA:g} counts)",
+                f"Above chance? Two-sided one-sample t-test of the test examples' in-language % against chance (p < {readings.ALPHA:g} counts)",
                 table_html(pvals, index=True, formats={c: pvalue for c in pvals.columns}),
             ),
             more("Negative top-k", table_html(neg, index=True, formats=_pct_formats(neg))),
-            _comparison_doc(T.METHODS_IN_LANGUAGE_SHARE),
+            _comparison_doc(table_specs.METHODS_IN_LANGUAGE_SHARE),
         ]
-    top = c.get(T.METHODS_TOP_OTHER_LANGUAGE.name)
+    top = c.get(table_specs.METHODS_TOP_OTHER_LANGUAGE.name)
     if top is not None and not top.empty:
         def cells(direction: str) -> pd.DataFrame:
             sel = top[top["direction"] == direction].assign(cell=lambda f: f["train_lang"] + " (" + f["share"].map(pct) + ")")
@@ -597,21 +596,21 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             table_html(pos, index=True, text_columns=tuple(pos.columns)),
             more("Negative top-k", table_html(neg, index=True, text_columns=tuple(neg.columns))),
             more("Full table, with the runner-up", table_html(top, formats={"share": pct, "train_fraction": pct, "runner_up_share": pct}, text_columns=("method", "direction", "test_lang", "train_lang", "runner_up_lang"))),
-            _comparison_doc(T.METHODS_TOP_OTHER_LANGUAGE),
+            _comparison_doc(table_specs.METHODS_TOP_OTHER_LANGUAGE),
         ]
     na = inp.layout.get("comparison", {}).get("not_applicable", {})
     parts.append("<h3>Reinforcing share (Table 4): % of the cross-lingual positive top-k that are translations of in-language top-k examples</h3>")
-    rein = c.get(T.METHODS_REINFORCING_SHARE.name)
+    rein = c.get(table_specs.METHODS_REINFORCING_SHARE.name)
     if rein is not None and not rein.empty:
         pos = rein[rein["direction"] == POSITIVE]
         p = _by_method(pos, "pct_translations", rows, methods)
         chance = _by_method(pos, "pct_by_chance", rows, methods)
         chance.columns = [f"{m}: by chance" for m in chance.columns]
         both = pd.concat([p, chance], axis=1)
-        parts += [table_html(both, index=True, formats=_pct_formats(both)), _comparison_doc(T.METHODS_REINFORCING_SHARE)]
+        parts += [table_html(both, index=True, formats=_pct_formats(both)), _comparison_doc(table_specs.METHODS_REINFORCING_SHARE)]
     else:
-        parts.append(f"<div class='na'><strong>Does not apply to this run:</strong> {esc(na.get(T.METHODS_REINFORCING_SHARE.name, 'no translation overlap table'))}</div>")
-    summ = c.get(T.METHODS_TOPK_OVERLAP_SUMMARY.name)
+        parts.append(f"<div class='na'><strong>Does not apply to this run:</strong> {esc(na.get(table_specs.METHODS_REINFORCING_SHARE.name, 'no translation overlap table'))}</div>")
+    summ = c.get(table_specs.METHODS_TOPK_OVERLAP_SUMMARY.name)
     if summ is not None and not summ.empty:
         overall = summ[summ["test_lang"] == ALL].drop(columns=["test_lang"])
         fm = {col: pct for col in ("mean", "std", "min", "q25", "median", "q75", "max", "pct_by_chance")}
@@ -620,8 +619,8 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
             figure(figs.get("methods_topk_overlap"), "top-k overlap between methods", "Boxes: quartiles over the test examples; whiskers 1.5 IQR."),
             table_html(overall, formats=fm, text_columns=("method_a", "method_b", "direction")),
             more("Per test language", table_html(summ[summ["test_lang"] != ALL], formats=fm, text_columns=("method_a", "method_b", "direction", "test_lang"))),
-            _comparison_doc(T.METHODS_TOPK_OVERLAP_SUMMARY),
-            _comparison_doc(T.METHODS_TOPK_OVERLAP),
+            _comparison_doc(table_specs.METHODS_TOPK_OVERLAP_SUMMARY),
+            _comparison_doc(table_specs.METHODS_TOPK_OVERLAP),
         ]
     parts.append(
         "<p class='note'>The conclusions are checked against the reference method "
@@ -629,17 +628,17 @@ def _section_methods(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequ
         "(the other sections, one part per method). Agreement between methods is not evidence that either is faithful "
         "to what retraining would show.</p>"
     )
-    return section(sid, title, None, R.method_reading(findings, methods), "\n".join(parts))
+    return section(sid, title, None, readings.method_reading(findings, methods), "\n".join(parts))
 
 
 def _section_browser(inp: ReportInputs, languages: Sequence[str]) -> str:
     data = browser_data(inp, languages)
-    reading = R.examples(len(data["tests"]), min(inp.cfg.analysis.browser_k, data["k"]))
+    reading = readings.examples(len(data["tests"]), min(inp.cfg.analysis.browser_k, data["k"]))
     return section("browser", "Example browser", "every test example", reading, browser(data))
 
 
 def _section_scripts(inp: ReportInputs, figs: dict[str, bytes]) -> Block:
-    spec = T.SCRIPT_PURITY
+    spec = table_specs.SCRIPT_PURITY
     na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
@@ -651,12 +650,12 @@ def _section_scripts(inp: ReportInputs, figs: dict[str, bytes]) -> Block:
             + more("Per test language", table_html(sp[sp["test_lang"] != ALL], formats=fm, text_columns=("expected_script", "other_scripts")))
             + columns_doc(spec.columns, _file(inp, spec))
         )
-        reading = R.script_purity(sp)
+        reading = readings.script_purity(sp)
     return _table_section(inp, spec, reading, content, na)
 
 
 def _section_word_embeddings(inp: ReportInputs, figs: dict[str, bytes], test_order: Sequence[str], train_order: Sequence[str]) -> Block:
-    spec = T.WORD_EMBEDDING_SHARE
+    spec = table_specs.WORD_EMBEDDING_SHARE
     na = _not_applicable(inp, spec)
     content, reading = "", None
     if not na:
@@ -669,7 +668,7 @@ def _section_word_embeddings(inp: ReportInputs, figs: dict[str, bytes], test_ord
             + more("Full table", table_html(we, formats={"share": pct, "abs_share": pct}))
             + columns_doc(spec.columns, _file(inp, spec))
         )
-        reading = R.word_embedding_share(we)
+        reading = readings.word_embedding_share(we)
     return _table_section(inp, spec, reading, content, na)
 
 
@@ -697,21 +696,21 @@ def make_figures(inp: ReportInputs, test_order: Sequence[str], train_order: Sequ
     """The figures of one method's analyses (name -> PNG)."""
     t = inp.tables
     makers = {
-        "language_shares": lambda: F.language_shares(t[T.LANGUAGE_SHARES.name], test_order, train_order) if T.LANGUAGE_SHARES.name in t else None,
-        "average_influence": lambda: F.average_influence(t[T.AVERAGE_INFLUENCE.name], test_order, train_order) if T.AVERAGE_INFLUENCE.name in t else None,
-        "translation_overlap": lambda: F.translation_overlap(t[T.TRANSLATION_OVERLAP.name], test_order) if T.TRANSLATION_OVERLAP.name in t else None,
-        "in_language_dynamics": lambda: F.in_language_dynamics(t[T.IN_LANGUAGE_SHARE.name], test_order) if T.IN_LANGUAGE_SHARE.name in t else None,
-        "shares_per_epoch": lambda: F.shares_per_epoch(t[T.LANGUAGE_SHARES.name], test_order, train_order) if T.LANGUAGE_SHARES.name in t else None,
-        "wilcoxon": lambda: F.wilcoxon_pvalues(t[T.DYNAMICS_WILCOXON.name]) if T.DYNAMICS_WILCOXON.name in t else None,
-        "score_distributions": lambda: F.score_distributions(t[T.TOPK.name], test_order, train_order),
-        "script_purity": lambda: F.script_purity(t[T.SCRIPT_PURITY.name]) if T.SCRIPT_PURITY.name in t else None,
-        "word_embedding_share": lambda: F.word_embedding_share(t[T.WORD_EMBEDDING_SHARE.name], test_order, train_order) if T.WORD_EMBEDDING_SHARE.name in t else None,
+        "language_shares": lambda: figures.language_shares(t[table_specs.LANGUAGE_SHARES.name], test_order, train_order) if table_specs.LANGUAGE_SHARES.name in t else None,
+        "average_influence": lambda: figures.average_influence(t[table_specs.AVERAGE_INFLUENCE.name], test_order, train_order) if table_specs.AVERAGE_INFLUENCE.name in t else None,
+        "translation_overlap": lambda: figures.translation_overlap(t[table_specs.TRANSLATION_OVERLAP.name], test_order) if table_specs.TRANSLATION_OVERLAP.name in t else None,
+        "in_language_dynamics": lambda: figures.in_language_dynamics(t[table_specs.IN_LANGUAGE_SHARE.name], test_order) if table_specs.IN_LANGUAGE_SHARE.name in t else None,
+        "shares_per_epoch": lambda: figures.shares_per_epoch(t[table_specs.LANGUAGE_SHARES.name], test_order, train_order) if table_specs.LANGUAGE_SHARES.name in t else None,
+        "wilcoxon": lambda: figures.wilcoxon_pvalues(t[table_specs.DYNAMICS_WILCOXON.name]) if table_specs.DYNAMICS_WILCOXON.name in t else None,
+        "score_distributions": lambda: figures.score_distributions(t[table_specs.TOPK.name], test_order, train_order),
+        "script_purity": lambda: figures.script_purity(t[table_specs.SCRIPT_PURITY.name]) if table_specs.SCRIPT_PURITY.name in t else None,
+        "word_embedding_share": lambda: figures.word_embedding_share(t[table_specs.WORD_EMBEDDING_SHARE.name], test_order, train_order) if table_specs.WORD_EMBEDDING_SHARE.name in t else None,
     }
     out = {}
     for name, make in makers.items():
         fig = make()
         if fig is not None:
-            out[name] = F.to_png(fig)
+            out[name] = figures.to_png(fig)
     return out
 
 
@@ -732,13 +731,13 @@ def _experiment_sections(root) -> list[tuple[str, str, str]]:
 
 #: the analysis sections, one part per method: (section id, navigation label, maker)
 ANALYSIS_SECTIONS = (
-    (T.LANGUAGE_SHARES.name, "Language shares", lambda v, figs, to, tr: _section_shares(v, figs, to, tr)),
-    (T.AVERAGE_INFLUENCE.name, "Average influence", lambda v, figs, to, tr: _section_average(v, figs, to, tr)),
-    (T.TRANSLATION_OVERLAP.name, "Reinforcing vs complementary", lambda v, figs, to, tr: _section_overlap(v, figs, to, tr)),
+    (table_specs.LANGUAGE_SHARES.name, "Language shares", lambda v, figs, to, tr: _section_shares(v, figs, to, tr)),
+    (table_specs.AVERAGE_INFLUENCE.name, "Average influence", lambda v, figs, to, tr: _section_average(v, figs, to, tr)),
+    (table_specs.TRANSLATION_OVERLAP.name, "Reinforcing vs complementary", lambda v, figs, to, tr: _section_overlap(v, figs, to, tr)),
     ("dynamics", "Dynamics", lambda v, figs, to, tr: _section_dynamics(v, figs, to, tr)),
-    (T.SCORE_DISTRIBUTIONS.name, "Score distributions", lambda v, figs, to, tr: _section_distributions(v, figs, to, tr)),
-    (T.SCRIPT_PURITY.name, "Scripts", lambda v, figs, to, tr: _section_scripts(v, figs)),
-    (T.WORD_EMBEDDING_SHARE.name, "Word embeddings", lambda v, figs, to, tr: _section_word_embeddings(v, figs, to, tr)),
+    (table_specs.SCORE_DISTRIBUTIONS.name, "Score distributions", lambda v, figs, to, tr: _section_distributions(v, figs, to, tr)),
+    (table_specs.SCRIPT_PURITY.name, "Scripts", lambda v, figs, to, tr: _section_scripts(v, figs)),
+    (table_specs.WORD_EMBEDDING_SHARE.name, "Word embeddings", lambda v, figs, to, tr: _section_word_embeddings(v, figs, to, tr)),
 )
 
 
@@ -749,7 +748,7 @@ def per_method_section(inp: ReportInputs, blocks: dict[str, Block]) -> str:
     if len(blocks) == 1:
         return section(first.sid, first.title, first.reproduces, first.reading, first.content, first.not_applicable, first.notes)
     parts = [
-        method_block(m, M.leaves_out(m, inp.for_method(m).influence_meta), b.reading, b.content, b.not_applicable, b.notes)
+        method_block(m, method_notes.leaves_out(m, inp.for_method(m).influence_meta), b.reading, b.content, b.not_applicable, b.notes)
         for m, b in blocks.items()
     ]
     return section(first.sid, first.title, first.reproduces, None, "\n".join(parts))
@@ -759,9 +758,9 @@ def build_report(inp: ReportInputs) -> tuple[str, dict[str, bytes]]:
     """The page and its figures (file name under ``figures/`` without .png -> PNG bytes)."""
     langs = inp.cfg.data.languages
     methods = inp.method_names
-    test_order = language_order(langs, inp.test[S.LANG].astype(str))
-    train_order = language_order(langs, inp.train[S.LANG].astype(str), *(inp.for_method(m).tables[T.TOPK.name]["train_lang"] for m in methods))
-    run_figs = {"dev_accuracy": F.to_png(fig)} if inp.manifest and (fig := F.dev_accuracy(inp.manifest)) is not None else {}
+    test_order = language_order(langs, inp.test[schema.LANG].astype(str))
+    train_order = language_order(langs, inp.train[schema.LANG].astype(str), *(inp.for_method(m).tables[table_specs.TOPK.name]["train_lang"] for m in methods))
+    run_figs = {"dev_accuracy": figures.to_png(fig)} if inp.manifest and (fig := figures.dev_accuracy(inp.manifest)) is not None else {}
     method_figs = {m: make_figures(inp.for_method(m), test_order, train_order) for m in methods}
     comparison_figs = make_comparison_figures(inp, test_order)
     sections = [
@@ -773,7 +772,7 @@ def build_report(inp: ReportInputs) -> tuple[str, dict[str, bytes]]:
         sections.append((sid, label, per_method_section(inp, blocks)))
     sections += [
         *_experiment_sections(inp.root),
-        (T.EXAMPLES.name, "Example tables", per_method_section(inp, {m: _section_examples(inp.for_method(m), test_order) for m in methods})),
+        (table_specs.EXAMPLES.name, "Example tables", per_method_section(inp, {m: _section_examples(inp.for_method(m), test_order) for m in methods})),
         ("browser", "Browser", _section_browser(inp, test_order)),
         ("config", "Config", _section_config(inp)),
     ]

@@ -26,7 +26,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from lingtrace.config import Config
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.distributed import SINGLE, Dist
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.decoder_task import task_for
@@ -119,15 +119,15 @@ def predict(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.de
 
 
 def accuracy_by_lang(frame: pd.DataFrame, probs: np.ndarray) -> tuple[float, dict[str, float]]:
-    correct = probs.argmax(1) == frame[S.LABEL].to_numpy()
-    per = {str(lang): float(correct[(frame[S.LANG] == lang).to_numpy()].mean()) for lang in frame[S.LANG].unique()}
+    correct = probs.argmax(1) == frame[schema.LABEL].to_numpy()
+    per = {str(lang): float(correct[(frame[schema.LANG] == lang).to_numpy()].mean()) for lang in frame[schema.LANG].unique()}
     return float(correct.mean()) if len(correct) else float("nan"), per
 
 
 def majority_baseline(frame: pd.DataFrame) -> dict[str, float]:
     """Accuracy of always predicting the most frequent label, per language and overall (``all``)."""
-    out = {str(lang): float(g[S.LABEL].value_counts(normalize=True).max()) for lang, g in frame.groupby(S.LANG)}
-    out["all"] = float(frame[S.LABEL].value_counts(normalize=True).max()) if len(frame) else float("nan")
+    out = {str(lang): float(g[schema.LABEL].value_counts(normalize=True).max()) for lang, g in frame.groupby(schema.LANG)}
+    out["all"] = float(frame[schema.LABEL].value_counts(normalize=True).max()) if len(frame) else float("nan")
     return out
 
 

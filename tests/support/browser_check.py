@@ -10,7 +10,7 @@ the page loads it records
   open without network access),
 
 waits until ``document.body.dataset.ready == "1"`` (the report sets it when its script has run), can
-evaluate expressions in the page, and takes a PNG screenshot. ``python -m lingtrace.report.browser_check
+evaluate expressions in the page, and takes a PNG screenshot. ``python tests/support/browser_check.py
 PAGE.html [--screenshot OUT.png]`` prints the findings and exits 1 when there are errors.
 """
 

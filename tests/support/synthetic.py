@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lingtrace.config import Config, apply_overrides
-from lingtrace.data import schema as S
+from lingtrace.data import schema
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.store import GROUP_PREFIX, SCORES, StoreMeta, write_axes, write_epoch, write_meta
 from lingtrace.io import write_json, write_parquet
@@ -81,17 +81,17 @@ def make_synthetic_run(
                 tid = f"{split}{i}" if parallel else f"{split}{lang}{i}"
                 out.append(
                     {
-                        S.UID: f"{split}-{lang}-{i}",
-                        S.LANG: lang,
-                        S.TRANSLATION_ID: tid,
-                        S.TEXT_A: _text(lang, i, rng),
-                        S.TEXT_B: "",
-                        S.LABEL: label,
+                        schema.UID: f"{split}-{lang}-{i}",
+                        schema.LANG: lang,
+                        schema.TRANSLATION_ID: tid,
+                        schema.TEXT_A: _text(lang, i, rng),
+                        schema.TEXT_B: "",
+                        schema.LABEL: label,
                     }
                 )
                 item = i if parallel else i + 1000 * (langs.index(lang) + 1)
                 vecs.append(item_vec[item % len(item_vec)] + label_vec[label] + lang_vec[lang] + rng.normal(size=dim) * 0.3)
-        return pd.DataFrame(out, columns=S.EXAMPLE_COLUMNS), np.array(vecs)
+        return pd.DataFrame(out, columns=schema.EXAMPLE_COLUMNS), np.array(vecs)
 
     train, train_x = rows("train", range(n_items))
     dev, _ = rows("dev", range(n_items, n_items + 5))
@@ -143,8 +143,8 @@ def make_synthetic_run(
     run.mark_complete(cfg, "train", {})
 
     selected = test.copy()
-    selected[S.PRED] = selected[S.LABEL]
-    selected[S.CONFIDENCE] = rng.uniform(0.5, 1.0, size=len(selected)).astype(np.float32)
+    selected[schema.PRED] = selected[schema.LABEL]
+    selected[schema.CONFIDENCE] = rng.uniform(0.5, 1.0, size=len(selected)).astype(np.float32)
     write_parquet(run.selection_path, selected)
     write_parquet(run.selection_path.parent / "predictions.parquet", selected)
     run.mark_complete(cfg, "select", {})
@@ -167,7 +167,7 @@ def make_synthetic_run(
                 parts[WORD_EMBEDDINGS] = (scores - sum(p.astype(np.float64) for p in parts.values())).astype(np.float32)
                 tensors.update({GROUP_PREFIX + g: p for g, p in parts.items()})
             write_epoch(directory, e, tensors)
-        write_axes(directory, train[S.UID].tolist(), selected[S.UID].tolist())
+        write_axes(directory, train[schema.UID].tolist(), selected[schema.UID].tolist())
         write_meta(
             directory,
             StoreMeta(
