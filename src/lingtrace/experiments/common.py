@@ -304,7 +304,7 @@ class SubRunSpec:
     cfg: Config
     change: str  # removed | excluded | added
     reason: str
-    selection: pd.DataFrame  # the base run's selected test examples it is evaluated (and scored) on
+    test_examples: pd.DataFrame  # the base run's selected test examples it is evaluated (and scored) on
     eval_frame: pd.DataFrame  # examples whose predictions are saved (the selection, or the whole test pool)
     influence: bool
     train: pd.DataFrame | None = None
@@ -316,7 +316,7 @@ class SubRunSpec:
 
     def eval_identity(self) -> str:
         """What the evaluation (and influence) depends on besides the training: the test examples."""
-        return fingerprint({"selection": frame_hash(self.selection), "eval": frame_hash(self.eval_frame)})
+        return fingerprint({"selection": frame_hash(self.test_examples), "eval": frame_hash(self.eval_frame)})
 
     def identity(self, base: Base, stage: str | None = None) -> str:
         """What the retraining depends on: the config sections of the last stage it runs (``train``, or
@@ -483,7 +483,7 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
         preds = predict_frame(sub, cfg, spec.eval_frame[schema.EXAMPLE_COLUMNS])
         write_parquet(sub.selection_path.parent / "predictions.parquet", preds)
         by_uid = preds.set_index(schema.UID)
-        chosen = spec.selection[schema.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
+        chosen = spec.test_examples[schema.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
         for col in (schema.PRED, schema.CONFIDENCE, P_LABEL, MARGIN):
             chosen[col] = by_uid.loc[chosen[schema.UID], col].to_numpy()
         write_parquet(sub.selection_path, chosen)

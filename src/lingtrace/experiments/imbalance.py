@@ -146,7 +146,7 @@ def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
                     cfg=sub_cfg,
                     change="added",
                     reason=reason,
-                    selection=base.selected,
+                    test_examples=base.selected,
                     eval_frame=base.test_pool,
                     influence=True,
                     verify=verify,
@@ -205,7 +205,7 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
     exp_dir = common.experiment_dir(base.run, NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
-        [{"sub_run": s.name, "extra_lang": s.info["extra_lang"], "pct": s.info["extra_pct"], "n_extra": s.info["n_extra"], "n_train": len(base.train) + s.info["n_extra"], "n_test": len(s.selection)} for s in specs]
+        [{"sub_run": s.name, "extra_lang": s.info["extra_lang"], "pct": s.info["extra_pct"], "n_extra": s.info["n_extra"], "n_train": len(base.train) + s.info["n_extra"], "n_test": len(s.test_examples)} for s in specs]
     )
     if plan_only:
         return {"experiment": NAME, "plan": plan}

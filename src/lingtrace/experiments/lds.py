@@ -278,7 +278,7 @@ def build(base: common.Base, cfg: Config) -> tuple[np.ndarray, list[common.SubRu
                 cfg=cfg,
                 change="removed",
                 reason=reason,
-                selection=base.selected,
+                test_examples=base.selected,
                 eval_frame=base.selected,
                 influence=False,
                 train=train[mask].reset_index(drop=True),

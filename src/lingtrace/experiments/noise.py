@@ -181,7 +181,7 @@ def specs(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
                 cfg=apply_overrides(cfg, [f"train.seed={seed}"]),
                 change="reseeded",
                 reason=reason,
-                selection=base.selected,
+                test_examples=base.selected,
                 eval_frame=base.selected,
                 influence=False,
                 train=train,

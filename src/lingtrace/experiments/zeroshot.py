@@ -142,7 +142,7 @@ def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
                 cfg=sub_cfg,
                 change="excluded",
                 reason=changed["reason"].iloc[0],
-                selection=selection,
+                test_examples=selection,
                 eval_frame=base.test_pool,
                 influence=True,
                 train=train,
@@ -232,7 +232,7 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
     exp_dir = common.experiment_dir(base.run, NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
-        [{"sub_run": s.name, "exclude_lang": s.info["exclude_lang"], "n_train": len(s.train), "n_excluded_train": int((s.changed["split"] == "train").sum()), "n_test": len(s.selection)} for s in specs]
+        [{"sub_run": s.name, "exclude_lang": s.info["exclude_lang"], "n_train": len(s.train), "n_excluded_train": int((s.changed["split"] == "train").sum()), "n_test": len(s.test_examples)} for s in specs]
     )
     if plan_only:
         return {"experiment": NAME, "plan": plan}
@@ -253,7 +253,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         sub = subs[spec.name]
         zs = load_scores(sub)
         zs_train = common._align(pd.read_parquet(sub.split_path("train")), zs.train_uids, "zero-shot training data")
-        sel_uids = spec.selection[schema.UID].astype(str).tolist()
+        sel_uids = spec.test_examples[schema.UID].astype(str).tolist()
         pos = {u: i for i, u in enumerate(base.scores.test_uids)}
         zpos = {u: i for i, u in enumerate(zs.test_uids)}
         full = full_total[[pos[u] for u in sel_uids]]
@@ -325,7 +325,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         pngs.append((lang, png))
         readings.append(_reading(lang, summ, shares_df, acc, k))
     cost = common.cost_summary(subs, len(specs))
-    n_sel = sum(len(s.selection) for s in specs)
+    n_sel = sum(len(s.test_examples) for s in specs)
     cost_text = (
         f"{len(specs)} retraining(s) (one per left-out language: {', '.join(s.info['exclude_lang'] for s in specs)}) and as many "
         f"influence runs over the left-out language's {n_sel} selected test example(s) in all; every retraining uses the base run's "

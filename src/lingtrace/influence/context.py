@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from lingtrace.influence.examples import Examples
-from lingtrace.influence.params import ParamSelection
+from lingtrace.influence.params import TrackedParams
 from lingtrace.influence.task import Batch, Task
 
 
@@ -27,12 +27,12 @@ class Checkpoint:
 
 @dataclass
 class CheckpointContext:
-    """A loaded checkpoint: the model in eval mode on ``device`` in ``dtype``, its parameter selection
+    """A loaded checkpoint: the model in eval mode on ``device`` in ``dtype``, its tracked parameters
     (None for methods that take no gradients), the task, and the sizes planning needs."""
 
     checkpoint: Checkpoint
     model: torch.nn.Module
-    selection: ParamSelection | None
+    tracked: TrackedParams | None
     task: Task
     device: torch.device
     dtype: torch.dtype  # parameters and accumulation (float32 or float64)

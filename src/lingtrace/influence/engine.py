@@ -29,7 +29,7 @@ from lingtrace.influence.examples import Examples, batches
 from lingtrace.influence.memory import available_memory
 from lingtrace.influence.methods.base import Estimator, Resident
 from lingtrace.influence.options import InfluenceOptions, Tuning
-from lingtrace.influence.params import ParamSelection, select_params
+from lingtrace.influence.params import TrackedParams, select_params
 from lingtrace.influence.plan import Part, Plan, Sink
 from lingtrace.influence.task import ClassificationTask, Task
 from lingtrace.utils import progress, resolve_device
@@ -77,8 +77,8 @@ class Engine:
         # a GPU is dedicated to the job, a CPU host's memory is shared with everything else
         fraction = self.tuning.memory_fraction
         self.memory_fraction = fraction if fraction is not None else (0.85 if self.device.type == "cuda" else 0.5)
-        self.selection: ParamSelection | None = None
-        self._selection_sig = None
+        self.tracked: TrackedParams | None = None
+        self._tracked_sig = None
         self.collate: Callable | None = None  # the task's collate with the pad id bound (set at each load)
         kind = estimator.pass_kind
         self.stats: dict[str, Any] = {
@@ -114,16 +114,16 @@ class Engine:
                 model.set_attn_implementation("eager")
             except Exception:  # noqa: BLE001 - not every model supports switching
                 pass
-        selection = None
+        tracked = None
         if self.estimator.needs_parameters:
-            selection = select_params(model, self.options.params, self.tuning.trainable_only)
-            self._check_selection(selection)
+            tracked = select_params(model, self.options.params, self.tuning.trainable_only)
+            self._check_tracked(tracked)
         self._add_time("load", t0)
         self.collate = partial(self.task.collate, pad_id=self.task.pad_id(model) if pad_id is None else int(pad_id))
         ctx = CheckpointContext(
             checkpoint=ckpt,
             model=model,
-            selection=selection,
+            tracked=tracked,
             task=self.task,
             device=self.device,
             dtype=self.param_dtype,
@@ -138,12 +138,12 @@ class Engine:
         self._add_time("prepare", t0)
         return ctx
 
-    def _check_selection(self, selection: ParamSelection) -> None:
-        sig = (tuple(selection.names), tuple(selection.numel[n] for n in selection.names))
-        if self._selection_sig is not None and self._selection_sig != sig:
+    def _check_tracked(self, tracked: TrackedParams) -> None:
+        sig = (tuple(tracked.names), tuple(tracked.numel[n] for n in tracked.names))
+        if self._tracked_sig is not None and self._tracked_sig != sig:
             raise errors.MismatchedCheckpoints("the checkpoints have different parameters (names or shapes)")
-        self._selection_sig = sig
-        self.selection = selection
+        self._tracked_sig = sig
+        self.tracked = tracked
 
     # -- planning ------------------------------------------------------------
     def plan(self, n_train: int, n_test: int, avg_tokens: float, world: int = 1) -> Plan:

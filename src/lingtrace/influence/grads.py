@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from lingtrace.influence.params import ParamSelection
+from lingtrace.influence.params import TrackedParams
 from lingtrace.influence.sparse import SparseRows
 from lingtrace.influence.task import Batch, ClassificationTask, Task, collate
 
@@ -75,14 +75,14 @@ class PerSampleGradients:
     gradients of the float32 parameters stay float32.
     """
 
-    def __init__(self, model: torch.nn.Module, selection: ParamSelection, autocast_dtype: torch.dtype | None = None, task: Task | None = None):
+    def __init__(self, model: torch.nn.Module, tracked: TrackedParams, autocast_dtype: torch.dtype | None = None, task: Task | None = None):
         self.model = model
-        self.selection = selection
+        self.tracked = tracked
         self.task = task or ClassificationTask()
         self.autocast_dtype = autocast_dtype
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
-        self.dense_names = selection.dense_names
-        self.with_emb = selection.word_embedding is not None
+        self.dense_names = tracked.dense_names
+        self.with_emb = tracked.word_embedding is not None
         named = dict(model.named_parameters())
         self.word_weight = model.get_input_embeddings().weight
         self.buffers = dict(model.named_buffers())

@@ -54,7 +54,7 @@ def _group_key(group: str) -> tuple[int, int]:
 
 
 @dataclass
-class ParamSelection:
+class TrackedParams:
     """The selected parameters of a model: dense ones by group, and the word embeddings (sparse)."""
 
     names: list[str]
@@ -86,7 +86,7 @@ class ParamSelection:
         return out
 
 
-def select_params(model: torch.nn.Module, patterns: Sequence[str] | None = None, trainable_only: bool = True) -> ParamSelection:
+def select_params(model: torch.nn.Module, patterns: Sequence[str] | None = None, trainable_only: bool = True) -> TrackedParams:
     """Select parameters by ``patterns`` (see the module docstring); all trainable ones when empty."""
     word = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
     named = list(model.named_parameters())
@@ -119,7 +119,7 @@ def select_params(model: torch.nn.Module, patterns: Sequence[str] | None = None,
         if not chosen:
             raise NoTrainableParameters("the model has no trainable parameters to compute influence over")
     sel_word = word_name if word_name in chosen else None
-    return ParamSelection(
+    return TrackedParams(
         names=chosen,
         groups={n: groups[n] for n in chosen},
         word_embedding=sel_word,

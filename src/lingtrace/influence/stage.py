@@ -199,9 +199,9 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
         if _computed(stats):  # a complete store rerun is left as it is (its stats are the run's that made it)
             # a resumed store keeps what the first process recorded about the method and adds this one's
             sink.meta.method_info = _merged(sink.meta.method_info, estimator.describe())
-            if engine.selection is not None:
-                sink.meta.groups = engine.selection.group_names
-                sink.meta.n_params = engine.selection.num_params()
+            if engine.tracked is not None:
+                sink.meta.groups = engine.tracked.group_names
+                sink.meta.n_params = engine.tracked.num_params()
             sink.finish(stats)
         if not sink.meta.complete:
             raise LingtraceError(f"the influence scores in {directory} are incomplete after the run", "rerun `lingtrace influence RUN`")

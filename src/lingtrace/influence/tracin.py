@@ -138,8 +138,8 @@ class TracIn:
         return self.engine.epochs
 
     @property
-    def selection(self):
-        return self.engine.selection
+    def tracked(self):
+        return self.engine.tracked
 
     def make_plan(self, train: Examples, test: Examples, world: int = 1) -> Plan:
         """The plan for these examples (loads the first checkpoint to size the gradients)."""

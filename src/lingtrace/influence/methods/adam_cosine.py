@@ -107,7 +107,7 @@ class AdamCosineEstimator(GradientEstimator):
 
     def prepare(self, ctx):
         super().prepare(ctx)
-        names = ctx.selection.names
+        names = ctx.tracked.names
         loader = self.second_moments or (lambda ckpt, wanted: read_second_moments(ckpt.source, wanted))
         tensors, meta = loader(ctx.checkpoint, names)
         step, beta2, eps = int(float(meta["step"])), float(meta["beta2"]), float(meta["eps"])
@@ -122,8 +122,8 @@ class AdamCosineEstimator(GradientEstimator):
             if tuple(v.shape) != tuple(params[name].shape):
                 raise BadSecondMoments(f"the second moments of {name} have shape {tuple(v.shape)}, the parameter {tuple(params[name].shape)}")
             r = (v.double() / correction + eps).rsqrt().to(device=ctx.device, dtype=ctx.dtype)
-            self.scale[name] = r if name == ctx.selection.word_embedding else r.reshape(-1)
-        self.word = ctx.selection.word_embedding
+            self.scale[name] = r if name == ctx.tracked.word_embedding else r.reshape(-1)
+        self.word = ctx.tracked.word_embedding
 
     def transform(self, g: BatchGrads) -> BatchGrads:
         for name, grad in g.dense.items():

@@ -76,7 +76,7 @@ class Estimator(ABC):
     name: ClassVar[str]
     #: InfluenceOptions keys that do not change this method's scores: left out of its store's fingerprint
     ignores: ClassVar[frozenset[str]] = frozenset()
-    #: whether the engine selects parameters (``ctx.selection``) for it
+    #: whether the engine selects parameters (``ctx.tracked``) for it
     needs_parameters: ClassVar[bool] = True
     #: stats names: seconds ``test_<feature>`` / ``train_<feature>``, count ``<pass_kind>_passes``
     feature: ClassVar[str] = "gradients"

@@ -280,7 +280,7 @@ class EkfacEstimator(Estimator):
             tracked_modules=len(tracked),
             tracked_params=self.tracked_numel,
             left_out=left_out,
-            left_out_params=sum(ctx.selection.numel[n] for n in left_out),
+            left_out_params=sum(ctx.tracked.numel[n] for n in left_out),
         )
         if ctx.train is None:  # only planning: the sizes are known
             self.model = None
@@ -304,7 +304,7 @@ class EkfacEstimator(Estimator):
 
     def _tracked(self, ctx) -> tuple[list[str], list[str]]:
         """The Linear modules tracked (those whose weight is selected) and the selected parameters left out."""
-        selected = set(ctx.selection.names)
+        selected = set(ctx.tracked.names)
         tracked, covered = [], set()
         for name, module in ctx.model.named_modules():
             if isinstance(module, nn.Linear) and f"{name}.weight" in selected:
@@ -312,7 +312,7 @@ class EkfacEstimator(Estimator):
                 covered.update(f"{name}.{p}" for p, _ in module.named_parameters())
         if not tracked:
             raise NoParametersSelected("the ekfac method tracks nn.Linear layers, and the parameter selection holds none")
-        return tracked, [n for n in ctx.selection.names if n not in covered]
+        return tracked, [n for n in ctx.tracked.names if n not in covered]
 
     def _work_dir(self, ctx) -> Path:
         """This checkpoint's kronfluence directory: reused when complete for the same key, else cleared

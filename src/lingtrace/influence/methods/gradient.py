@@ -67,18 +67,18 @@ class GradientEstimator(Estimator):
     # -- the protocol -----------------------------------------------------------
     def prepare(self, ctx):
         self.ctx = ctx
-        self.psg = PerSampleGradients(ctx.model, ctx.selection, autocast_dtype=ctx.autocast, task=ctx.task)
-        self.groups = ctx.selection.dense_groups()
+        self.psg = PerSampleGradients(ctx.model, ctx.tracked, autocast_dtype=ctx.autocast, task=ctx.task)
+        self.groups = ctx.tracked.dense_groups()
         self.sketch = None
         if self.projection_dim is not None:
-            numel = {n: ctx.selection.numel[n] for n in ctx.selection.dense_names}
+            numel = {n: ctx.tracked.numel[n] for n in ctx.tracked.dense_names}
             self.sketch = CountSketch(self.projection_dim, self.options.projection_seed, numel)
 
     def memory(self, avg_tokens):
         ctx = self.ctx
         itemsize = ctx.itemsize
-        dense = sum(ctx.selection.numel[n] for n in ctx.selection.dense_names)
-        emb = avg_tokens * ctx.hidden * itemsize if ctx.selection.word_embedding else 0.0
+        dense = sum(ctx.tracked.numel[n] for n in ctx.tracked.dense_names)
+        emb = avg_tokens * ctx.hidden * itemsize if ctx.tracked.word_embedding else 0.0
         if self.projection_dim is not None:
             per_test = self.projection_dim * itemsize
         else:
@@ -116,7 +116,7 @@ class GradientEstimator(Estimator):
                 terms.append(VocabTerm(m, chunk.ids, self.psg.vocab_size, ctx.hidden, ctx.dtype, ctx.device))
             else:
                 terms.append(PairsTerm(m))
-        numel = {n: ctx.selection.numel[n] for n in self.psg.dense_names}
+        numel = {n: ctx.tracked.numel[n] for n in self.psg.dense_names}
         terms.append(DenseTerm(m, numel, self.groups, ctx.dtype, ctx.device))
         return terms
 
