@@ -71,8 +71,7 @@ def write_stand_in_moments(run_dir: Path, batches: int = 4, batch_size: int = 16
     from lingtrace.influence.methods.adam_cosine import SECOND_MOMENTS_FILE, SECOND_MOMENTS_FORMAT
     from lingtrace.influence.task import collate
     from lingtrace.influence.tracin import checkpoint_factory
-    from lingtrace.run import RunDir
-    from lingtrace.training.trainer import read_manifest, read_split
+    from lingtrace.run import RunDir, read_manifest, read_split
 
     run = RunDir(run_dir)
     cfg = run.load_config()

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from lingtrace.errors import LingtraceError
+from lingtrace.evaluation import predict
 from lingtrace.io import read_json
 from lingtrace.pipeline import run_stages
 from lingtrace.selection import PREDICTIONS, draw
-from lingtrace.training.trainer import predict
 
 
 def _pool():

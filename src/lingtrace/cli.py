@@ -14,10 +14,11 @@ from lingtrace.config import Config, apply_overrides, help_keys, load_config, pr
 from lingtrace.errors import LingtraceError
 from lingtrace.io import read_json
 from lingtrace.run import STAGES, RunDir, majority_class_warning
+from lingtrace.stages import PIPELINE
 
 log = logging.getLogger("lingtrace")
 
-DEMO_STAGES = ["prepare", "train", "select", "influence", "analyze", "report"]
+DEMO_STAGES = [stage.name for stage in PIPELINE]
 
 
 def _add_common(p: argparse.ArgumentParser, run_arg: bool = True) -> None:
@@ -97,17 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, run_arg=False)
     _add_influence_options(p)
 
-    for stage, helptext in [
-        ("prepare", "sample the training, dev and test data into RUN/data/"),
-        ("train", "fine-tune with a checkpoint per epoch into RUN/checkpoints/ (resumes after an interruption)"),
-        ("select", "draw the test examples the final model predicts correctly into RUN/selection/"),
-        ("influence", "TracIn scores of every training example for every selected test example into RUN/influence/"),
-        ("analyze", "the paper's analyses (language shares, average influence, translation overlap, dynamics, ...) into RUN/analysis/"),
-        ("report", "the HTML report with figures, tables and an example browser into RUN/report/index.html"),
-    ]:
-        p = sub.add_parser(stage, help=helptext)
+    for stage in PIPELINE:  # one command per stage
+        p = sub.add_parser(stage.name, help=stage.help)
         _add_common(p)
-        if stage == "influence":
+        if stage.name == "influence":
             _add_influence_options(p)
 
     p = sub.add_parser(
@@ -204,8 +198,8 @@ def _summary(run: RunDir) -> None:
         warning = majority_class_warning(m)
         if warning:
             print(f"WARNING: {warning}")
-    if (run.report_dir / "index.html").exists():
-        print(f"report: {run.report_dir / 'index.html'}")
+    if run.report_page.exists():
+        print(f"report: {run.report_page}")
     print(f"outputs in {run.root}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,33 @@ class Dist:
 
 
 SINGLE = Dist()
+
+
+def decide_on_main(dist: Dist, make: Callable[[], Any], to_user: Callable[[Exception], LingtraceError | None] | None = None) -> Any:
+    """The one "rank 0 decides, then broadcasts" helper: rank 0 runs ``make()``; its result, or its
+    ``LingtraceError`` (or the one ``to_user`` turns another exception into), reaches every rank, where
+    the error is raised again. Without torchrun this is ``make()`` with ``to_user`` applied to its errors."""
+    decision: dict[str, Any] = {}
+    if dist.is_main:
+        try:
+            decision = {"value": make()}
+        except LingtraceError as e:
+            if not dist.enabled:
+                raise
+            decision = {"error": [e.problem, e.fix]}
+        except Exception as e:
+            err = to_user(e) if to_user is not None else None
+            if err is None:
+                raise
+            if not dist.enabled:
+                raise err from e
+            decision = {"error": [err.problem, err.fix]}
+    if not dist.enabled:
+        return decision["value"]
+    decision = dist.broadcast(decision)
+    if "error" in decision:
+        raise LingtraceError(*decision["error"])
+    return decision["value"]
 
 
 def from_env() -> Dist:

@@ -45,8 +45,8 @@ import numpy as np
 from lingtrace.config import Config, apply_overrides, config_file_dict, preset_dict, validate
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.io import atomic_dir, read_json, write_json
-from lingtrace.run import RunDir, fingerprint
+from lingtrace.io import atomic_dir, read_json
+from lingtrace.run import RunDir, fingerprint, read_manifest, read_task, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -416,8 +416,9 @@ def _dev_accuracy(run: RunDir, cfg: Config, records: list[dict[str, Any]], how: 
         return {}
     import torch
 
+    from lingtrace.evaluation import accuracy_by_lang, predict
     from lingtrace.models.loading import load_checkpoint, word_embedding_param_name
-    from lingtrace.training.trainer import accuracy_by_lang, predict, read_split
+    from lingtrace.run import read_split
     from lingtrace.utils import resolve_device
 
     dev = read_split(run, "dev")
@@ -490,8 +491,9 @@ def import_run(
     Rerunning with the same inputs does nothing more; a directory holding another run (or anything but
     a run) is refused unless ``overwrite``.
     """
+    from lingtrace.evaluation import majority_baseline
     from lingtrace.pipeline import run_stages
-    from lingtrace.training.trainer import majority_baseline, read_split
+    from lingtrace.run import read_split
 
     if dev_accuracy not in DEV_ACCURACY:
         raise LingtraceError(f"--dev-accuracy must be {' or '.join(DEV_ACCURACY)}, got {dev_accuracy!r}")
@@ -504,14 +506,14 @@ def import_run(
     identity = fingerprint({"train": run.stage_config(cfg, "train"), "sources": [s.identity() for s in sources], "final": final_epoch, "dev_accuracy": dev_accuracy})
 
     if data_from is not None:
-        _check_labels(read_json(data_from.task_path)["label_names"], sources[0].label_names, sources[0].named_labels, cfg.data.task, str(data_from.task_path))
+        _check_labels(read_task(data_from)["label_names"], sources[0].label_names, sources[0].named_labels, cfg.data.task, str(data_from.task_path))
         _import_data_from(run, data_from, cfg, overwrite)
         if not run.config_path.exists() or run.config_difference(cfg) is not None:
             run.save_config(cfg)
     else:  # the labels were checked against the checkpoints when the config was fitted to the data
         run_stages(run, cfg, ["prepare"], overwrite=overwrite)
 
-    manifest = read_json(run.manifest_path) if run.manifest_path.exists() else None
+    manifest = read_manifest(run)
     if run.check_stage(cfg, "train", overwrite) and manifest:
         if manifest.get("fingerprint") == identity:
             log.info("%s: these checkpoints are already imported", run.root)
@@ -559,7 +561,7 @@ def import_run(
             **notes,
         },
     }
-    write_json(run.manifest_path, manifest)
+    write_manifest(run, manifest)
     if not run.config_path.exists() or run.config_difference(cfg) is not None:
         run.save_config(cfg)
     run.mark_complete(cfg, "train", {"imported": True, "final_epoch": final_epoch, "epochs": len(records), "processes": None})
@@ -568,6 +570,6 @@ def import_run(
 
 def is_imported_without_recipe(run: RunDir) -> bool:
     """True for a run imported from checkpoints trained elsewhere without a declared training recipe."""
-    manifest = read_json(run.manifest_path) if run.manifest_path.exists() else {}
+    manifest = read_manifest(run) or {}
     imported = manifest.get("imported")
     return bool(imported) and not imported.get("training_recipe")

@@ -1,4 +1,5 @@
-"""The run directory: paths, the resolved config, and stage completion.
+"""The run directory: every path, the typed readers and writers of the run's artifacts, the resolved
+config, and stage completion. No other module spells a run-directory file name.
 
 Layout (documented in the README)::
 
@@ -8,10 +9,14 @@ Layout (documented in the README)::
     RUN/checkpoints/epoch-K/             save_pretrained model + tokenizer after epoch K
     RUN/checkpoints/manifest.json        per epoch: path, learning rates, train loss, dev accuracy
     RUN/selection/test.parquet           selected test examples with the final model's prediction
+    RUN/selection/predictions.parquet    the final model's prediction on every test example
     RUN/influence/METHOD/                score store of each influence method (tracin's at RUN/influence/
                                          itself in runs made before several methods existed)
     RUN/analysis/                        analysis tables
     RUN/report/index.html                the report
+    RUN/experiments/NAME/                an experiment: config.json, summary.json, section.html,
+                                         figures/, its tables and sub-runs in runs/SUB/ (each an
+                                         ordinary run directory with experiment.json, data/changed.parquet)
     RUN/stages/<stage>.json              completion marker: the config section the stage used
 
 A stage is complete when its marker exists; the marker holds the configuration it was made with.
@@ -23,26 +28,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from lingtrace.config import Config, validate
+from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.options import rerun_keys
-from lingtrace.io import read_json, write_json
+from lingtrace.io import read_json, write_json, write_parquet
+from lingtrace.stages import SECTIONS
 
 log = logging.getLogger(__name__)
 
-#: pipeline order; each stage depends on the configuration sections listed
-STAGES: dict[str, tuple[str, ...]] = {
-    "prepare": ("data",),
-    "train": ("data", "model", "train"),
-    "select": ("data", "model", "train", "select"),
-    "influence": ("data", "model", "train", "select", "influence"),
-    "analyze": ("data", "model", "train", "select", "influence", "analysis"),
-    "report": ("data", "model", "train", "select", "influence", "analysis"),
-}
+#: pipeline order; each stage depends on the configuration sections listed (declared by the stage modules)
+STAGES: dict[str, tuple[str, ...]] = dict(SECTIONS)
 
 
 #: a final model whose dev accuracy is at most the majority-class baseline plus this (absolute) did not learn
@@ -84,6 +87,44 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# ---------------------------------------------------------------- file names
+SPLITS = ("train", "dev", "test")
+CONFIG_FILE = "config.json"
+DATA_DIR = "data"
+TASK_FILE = "task.json"
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST_FILE = "manifest.json"
+SELECTION_DIR = "selection"
+#: the selected test examples (with the final model's prediction)
+SELECTION_FILE = "test.parquet"
+#: the final model's predictions on every test example (``select``), or on the given examples (``evaluate``)
+PREDICTIONS = "predictions.parquet"
+INFLUENCE_DIR = "influence"
+ANALYSIS_DIR = "analysis"
+REPORT_DIR = "report"
+REPORT_PAGE = "index.html"
+REPORT_FIGURES_DIR = "figures"
+STAGES_DIR = "stages"
+#: experiments: ``RUN/experiments/NAME/`` with these files, and its sub-runs in ``runs/SUB/``
+EXPERIMENTS_DIR = "experiments"
+EXPERIMENT_RUNS_DIR = "runs"
+EXPERIMENT_FIGURES_DIR = "figures"
+EXPERIMENT_CONFIG_FILE = "config.json"
+EXPERIMENT_SUMMARY_FILE = "summary.json"
+EXPERIMENT_SECTION_FILE = "section.html"
+#: in a sub-run: what was changed and why (written last: its presence means the sub-run's data is complete)
+SUBRUN_RECORD = "experiment.json"
+#: in a sub-run's data/: the removed / excluded / added training (and dev) examples
+CHANGED_FILE = "changed.parquet"
+#: a sub-run's inputs, written by the experiment that made it: ``given/{train,dev,test}.parquet`` and
+#: ``given/task.json`` (the data ``prepare`` takes instead of sampling), ``given/test_examples.parquet``
+#: and ``given/evaluate.parquet`` (the test examples ``select`` takes instead of drawing, and the
+#: examples it predicts)
+GIVEN_DIR = "given"
+GIVEN_TEST_EXAMPLES = "test_examples.parquet"
+GIVEN_EVALUATE = "evaluate.parquet"
+
+
 class RunDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -91,37 +132,41 @@ class RunDir:
     # paths ---------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.root / "config.json"
+        return self.root / CONFIG_FILE
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        return self.root / DATA_DIR
 
     def split_path(self, split: str) -> Path:
         return self.data_dir / f"{split}.parquet"
 
     @property
     def task_path(self) -> Path:
-        return self.data_dir / "task.json"
+        return self.data_dir / TASK_FILE
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.root / "checkpoints"
+        return self.root / CHECKPOINTS_DIR
 
     @property
     def manifest_path(self) -> Path:
-        return self.checkpoints_dir / "manifest.json"
+        return self.checkpoints_dir / MANIFEST_FILE
 
     def checkpoint_dir(self, epoch: int) -> Path:
         return self.checkpoints_dir / f"epoch-{epoch}"
 
     @property
     def selection_path(self) -> Path:
-        return self.root / "selection" / "test.parquet"
+        return self.root / SELECTION_DIR / SELECTION_FILE
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.root / SELECTION_DIR / PREDICTIONS
 
     @property
     def influence_root(self) -> Path:
-        return self.root / "influence"
+        return self.root / INFLUENCE_DIR
 
     def influence_store(self, method: str = DEFAULT_METHOD) -> Path:
         """The score store of one influence method: ``RUN/influence/METHOD/``. A run made before several
@@ -139,14 +184,70 @@ class RunDir:
 
     @property
     def analysis_dir(self) -> Path:
-        return self.root / "analysis"
+        return self.root / ANALYSIS_DIR
 
     @property
     def report_dir(self) -> Path:
-        return self.root / "report"
+        return self.root / REPORT_DIR
+
+    @property
+    def report_page(self) -> Path:
+        return self.report_dir / REPORT_PAGE
+
+    @property
+    def experiments_dir(self) -> Path:
+        return self.root / EXPERIMENTS_DIR
+
+    def experiment_dir(self, name: str) -> Path:
+        return self.experiments_dir / name
+
+    def experiment_section(self, name: str) -> Path:
+        """The HTML fragment ``RUN/experiments/NAME/section.html`` that the report includes."""
+        return self.experiment_dir(name) / EXPERIMENT_SECTION_FILE
+
+    def sub_runs_dir(self, name: str) -> Path:
+        """Where experiment ``name`` keeps its sub-runs (each an ordinary run directory)."""
+        return self.experiment_dir(name) / EXPERIMENT_RUNS_DIR
+
+    @property
+    def sub_run_record(self) -> Path:
+        """In a sub-run: ``experiment.json`` (what was changed and why)."""
+        return self.root / SUBRUN_RECORD
+
+    @property
+    def changed_path(self) -> Path:
+        """In a sub-run: ``data/changed.parquet`` (the removed / excluded / added examples)."""
+        return self.data_dir / CHANGED_FILE
+
+    @property
+    def given_dir(self) -> Path:
+        return self.root / GIVEN_DIR
+
+    def given_split_path(self, split: str) -> Path:
+        return self.given_dir / f"{split}.parquet"
+
+    @property
+    def given_task_path(self) -> Path:
+        return self.given_dir / TASK_FILE
+
+    @property
+    def given_test_examples_path(self) -> Path:
+        return self.given_dir / GIVEN_TEST_EXAMPLES
+
+    @property
+    def given_evaluate_path(self) -> Path:
+        return self.given_dir / GIVEN_EVALUATE
+
+    def has_given_data(self) -> bool:
+        """Whether ``prepare`` takes given data (a sub-run) instead of sampling."""
+        return self.given_task_path.exists() and all(self.given_split_path(s).exists() for s in SPLITS)
+
+    def has_given_test_examples(self) -> bool:
+        """Whether ``select`` takes given test examples (a sub-run) instead of drawing."""
+        return self.given_test_examples_path.exists() and self.given_evaluate_path.exists()
 
     def stage_marker(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.json"
+        return self.root / STAGES_DIR / f"{stage}.json"
 
     # config ----------------------------------------------------------------
     def load_config(self) -> Config:
@@ -170,7 +271,7 @@ class RunDir:
             return None
         held = _with_defaults(read_json(self.config_path), Config().to_dict())
         mine = cfg.to_dict()
-        return None if held == mine else _diff(held, mine)
+        return None if held == mine else describe_differences(held, mine)
 
     def refuse_other_config(self, cfg: Config, overwrite: bool, fix: str) -> None:
         """Raise when the directory holds a run of a config other than ``cfg``, unless ``overwrite``;
@@ -224,6 +325,122 @@ class RunDir:
             self.stage_marker(later).unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------- typed readers and writers
+
+
+def read_table(path: Path, fix: str, damaged_fix: str | None = None, what: str | None = None) -> pd.DataFrame:
+    """The one "read a parquet table of the run or raise a LingtraceError" helper: a missing file says
+    ``fix``, a damaged one ``damaged_fix`` (default ``fix``); ``what`` names the table in the message."""
+    if not path.exists():
+        raise LingtraceError(f"missing {what} ({path})" if what else f"missing {path}", fix)
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise LingtraceError(f"cannot read {path}: {e}", damaged_fix or fix) from e
+
+
+def read_split(run: RunDir, split: str, fix: str | None = None) -> pd.DataFrame:
+    """``RUN/data/SPLIT.parquet`` (train, dev or test)."""
+    if fix is not None:
+        return read_table(run.split_path(split), fix)
+    return read_table(run.split_path(split), "run `lingtrace prepare RUN` first", "rerun `lingtrace prepare RUN --overwrite`")
+
+
+def write_split(run: RunDir, split: str, frame: pd.DataFrame) -> None:
+    write_parquet(run.split_path(split), frame[schema.EXAMPLE_COLUMNS].reset_index(drop=True))
+
+
+def read_task(run: RunDir) -> dict[str, Any]:
+    """``RUN/data/task.json``: task name, label names, parallel and pair flags."""
+    return read_json(run.task_path)
+
+
+def write_task(run: RunDir, task: dict[str, Any]) -> None:
+    write_json(run.task_path, task)
+
+
+def read_manifest(run: RunDir) -> dict[str, Any] | None:
+    """``RUN/checkpoints/manifest.json``, or None before training."""
+    return read_json(run.manifest_path) if run.manifest_path.exists() else None
+
+
+def write_manifest(run: RunDir, manifest: dict[str, Any]) -> None:
+    write_json(run.manifest_path, manifest)
+
+
+def read_selection(run: RunDir, fix: str | None = None, what: str | None = None) -> pd.DataFrame:
+    """``RUN/selection/test.parquet``: the selected test examples."""
+    if fix is not None:
+        return read_table(run.selection_path, fix, what=what)
+    return read_table(run.selection_path, "run `lingtrace select RUN` first", "rerun `lingtrace select RUN --overwrite`", what=what)
+
+
+def write_selection(run: RunDir, frame: pd.DataFrame) -> None:
+    write_parquet(run.selection_path, frame)
+
+
+def read_predictions(run: RunDir, fix: str = "run `lingtrace select RUN` first") -> pd.DataFrame:
+    """``RUN/selection/predictions.parquet``: the final model's predictions."""
+    return read_table(run.predictions_path, fix)
+
+
+def write_predictions(run: RunDir, frame: pd.DataFrame) -> None:
+    write_parquet(run.predictions_path, frame)
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """Content hash of an example frame (its example columns, in order)."""
+    cols = [c for c in schema.EXAMPLE_COLUMNS if c in frame.columns]
+    h = pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy()
+    return hashlib.sha256(h.tobytes() + ",".join(cols).encode()).hexdigest()[:16]
+
+
+def given_tests_identity(test_examples: pd.DataFrame, evaluate: pd.DataFrame) -> str:
+    """What a sub-run's ``select`` on given test examples depends on besides its training."""
+    return fingerprint({"selection": frame_hash(test_examples), "eval": frame_hash(evaluate)})
+
+
+def write_given_data(run: RunDir, splits: dict[str, pd.DataFrame], task: dict[str, Any]) -> None:
+    """A sub-run's data, for its ``prepare`` to take instead of sampling."""
+    for split in SPLITS:
+        write_parquet(run.given_split_path(split), splits[split][schema.EXAMPLE_COLUMNS].reset_index(drop=True))
+    write_json(run.given_task_path, task)
+
+
+def read_given_data(run: RunDir) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    fix = "the sub-run's given data is damaged: pass --overwrite to the experiment to redo it"
+    splits = {split: read_table(run.given_split_path(split), fix) for split in SPLITS}
+    for split, frame in splits.items():
+        missing = [c for c in schema.EXAMPLE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise LingtraceError(f"{run.given_split_path(split)} has no column {missing[0]!r}", fix)
+    return splits, read_json(run.given_task_path)
+
+
+def write_given_test_examples(run: RunDir, test_examples: pd.DataFrame, evaluate: pd.DataFrame) -> None:
+    """The test examples a sub-run's ``select`` takes, and the examples whose predictions it saves."""
+    write_parquet(run.given_test_examples_path, test_examples[schema.EXAMPLE_COLUMNS].reset_index(drop=True))
+    write_parquet(run.given_evaluate_path, evaluate[schema.EXAMPLE_COLUMNS].reset_index(drop=True))
+
+
+def read_given_test_examples(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    fix = "the sub-run's given test examples are damaged: pass --overwrite to the experiment to redo it"
+    return read_table(run.given_test_examples_path, fix), read_table(run.given_evaluate_path, fix)
+
+
+def align_uids(frame: pd.DataFrame, uids: Sequence[str], what: str, fix: str = "the scores were made for other data: rerun `lingtrace influence RUN --overwrite`") -> pd.DataFrame:
+    """The one uid aligner: ``frame`` reordered so that row i is the example with uid ``uids[i]`` (index
+    reset); a one-line error when ``frame`` has duplicate uids or lacks one of ``uids``."""
+    if frame[schema.UID].duplicated().any():
+        dup = frame.loc[frame[schema.UID].duplicated(), schema.UID].iloc[0]
+        raise LingtraceError(f"{what} has duplicate uid {dup!r}", "rerun `lingtrace prepare RUN --overwrite`")
+    indexed = frame.assign(**{schema.UID: frame[schema.UID].astype(str)}).set_index(schema.UID, drop=False)
+    missing = [u for u in uids if u not in indexed.index]
+    if missing:
+        raise LingtraceError(f"{len(missing)} uids of the influence scores are not in the {what} (first: {missing[0]!r})", fix)
+    return indexed.loc[list(uids)].reset_index(drop=True)
+
+
 def _with_defaults(recorded: dict, defaults: dict) -> dict:
     """``recorded`` with the keys it lacks taken from ``defaults`` (recursively)."""
     out = dict(recorded)
@@ -252,6 +469,7 @@ def _describe_changes(changes: list[tuple[str, Any, Any]]) -> str:
     return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:3]) + ("; ..." if len(changes) > 3 else "")
 
 
-def _diff(a: dict, b: dict) -> str:
-    """What differs between two configs (as dicts), in a few words."""
+def describe_differences(a: dict, b: dict) -> str:
+    """What differs between two configs or settings (as dicts), in a few words: the first three
+    ``key: old -> new`` (nested keys dotted)."""
     return _describe_changes(_changes(a, b))

@@ -10,15 +10,22 @@ import pandas as pd
 from lingtrace.config import Config
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.io import write_parquet
+from lingtrace.evaluation import accuracy_by_lang, predict
 from lingtrace.models.loading import load_checkpoint
-from lingtrace.run import RunDir, majority_class_warning
-from lingtrace.training.trainer import accuracy_by_lang, predict, read_manifest, read_split
+from lingtrace.run import (
+    PREDICTIONS,
+    RunDir,
+    majority_class_warning,
+    read_manifest,
+    read_split,
+    write_predictions,
+    write_selection,
+)
 from lingtrace.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions.parquet"
+__all__ = ["PREDICTIONS", "draw", "final_checkpoint", "select"]
 
 
 def final_checkpoint(run: RunDir) -> int:
@@ -65,9 +72,9 @@ def select(run: RunDir, cfg: Config) -> tuple[pd.DataFrame, dict]:
     preds = test.reset_index(drop=True).copy()
     preds[schema.PRED] = probs.argmax(1)
     preds[schema.CONFIDENCE] = probs.max(1).astype(np.float32)
-    write_parquet(run.selection_path.parent / PREDICTIONS, preds)
+    write_predictions(run, preds)
     chosen = draw(test, probs, cfg.select.per_lang, cfg.select.seed)
-    write_parquet(run.selection_path, chosen)
+    write_selection(run, chosen)
     info = {
         "selected": chosen.groupby(schema.LANG).size().to_dict(),
         "final_epoch": epoch,

@@ -9,9 +9,6 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from lingtrace.data import schema
-from lingtrace.errors import LingtraceError
-
 #: the top-k most positively influential training examples (largest scores): "proponents"
 POSITIVE = "positive"
 #: the top-k most negatively influential training examples (smallest scores): "opponents"
@@ -31,21 +28,6 @@ class NotApplicable(Exception):
 
     ``str(exc)`` is the plain-language note the stage records and the report shows.
     """
-
-
-def align_examples(frame: pd.DataFrame, uids: Sequence[str], what: str) -> pd.DataFrame:
-    """``frame`` reordered so that row i is the example with uid ``uids[i]`` (index reset)."""
-    if frame[schema.UID].duplicated().any():
-        dup = frame.loc[frame[schema.UID].duplicated(), schema.UID].iloc[0]
-        raise LingtraceError(f"{what} has duplicate uid {dup!r}", "rerun `lingtrace prepare RUN --overwrite`")
-    indexed = frame.assign(**{schema.UID: frame[schema.UID].astype(str)}).set_index(schema.UID, drop=False)
-    missing = [u for u in uids if u not in indexed.index]
-    if missing:
-        raise LingtraceError(
-            f"{len(missing)} uids of the influence scores are not in the {what} (first: {missing[0]!r})",
-            "the scores were made for other data: rerun `lingtrace influence RUN --overwrite`",
-        )
-    return indexed.loc[list(uids)].reset_index(drop=True)
 
 
 def language_order(preferred: Iterable[str] | None, *present: Iterable[str]) -> list[str]:

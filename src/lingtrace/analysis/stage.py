@@ -28,7 +28,7 @@ import pandas as pd
 
 from lingtrace.analysis import tables as table_specs
 from lingtrace.analysis.average import average_influence
-from lingtrace.analysis.common import SUMMED, MatrixLike, NotApplicable, SummedMatrix, align_examples
+from lingtrace.analysis.common import SUMMED, MatrixLike, NotApplicable, SummedMatrix
 from lingtrace.analysis.compare import (
     in_language_by_method,
     reinforcing_by_method,
@@ -57,7 +57,7 @@ from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.store import GROUP_PREFIX, META, TEST_UIDS, TRAIN_UIDS, InfluenceScores, load_scores
 from lingtrace.io import atomic_dir, read_json, write_json
-from lingtrace.run import RunDir
+from lingtrace.run import RunDir, align_uids, read_table, read_task
 from lingtrace.utils import progress
 
 log = logging.getLogger(__name__)
@@ -77,25 +77,20 @@ class AnalysisResult:
     notes: dict[str, list[str]] = field(default_factory=dict)
 
 
-def read_frame(path: Path, what: str, fix: str) -> pd.DataFrame:
-    if not path.exists():
-        raise LingtraceError(f"missing {what} ({path})", fix)
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise LingtraceError(f"cannot read {path}: {e}", fix) from e
-
-
 def load_examples(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The training examples, the selected test examples and the task description."""
-    train = read_frame(run.split_path("train"), "training data", "run `lingtrace prepare RUN` first")
-    test = read_frame(run.selection_path, "selected test examples", "run `lingtrace select RUN` first")
-    task = read_json(run.task_path)
-    for frame, what in ((train, "data/train.parquet"), (test, "selection/test.parquet")):
+    train = read_table(run.split_path("train"), "run `lingtrace prepare RUN` first", what="training data")
+    test = read_table(run.selection_path, "run `lingtrace select RUN` first", what="selected test examples")
+    task = read_task(run)
+    for frame, what in ((train, _relative(run, run.split_path("train"))), (test, _relative(run, run.selection_path))):
         missing = [c for c in schema.EXAMPLE_COLUMNS if c not in frame.columns]
         if missing:
             raise LingtraceError(f"{what} has no column {missing[0]!r}", "rerun `lingtrace prepare RUN --overwrite`")
     return train, test, task
+
+
+def _relative(run: RunDir, path: Path) -> str:
+    return str(path.relative_to(run.root))
 
 
 def align_to_store(scores: InfluenceScores, train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -107,8 +102,9 @@ def align_to_store(scores: InfluenceScores, train: pd.DataFrame, test: pd.DataFr
             f"the influence scores in {scores.directory} cover {len(scores.test_uids)} test examples but {len(test)} are selected",
             "the selection changed after the influence stage: rerun `lingtrace influence RUN --overwrite`",
         )
-    train_al = align_examples(train, scores.train_uids, "training data (data/train.parquet)")
-    test_al = align_examples(test, scores.test_uids, "selected test examples (selection/test.parquet)")
+    layout = RunDir(".")  # the paths relative to the run directory, for the messages
+    train_al = align_uids(train, scores.train_uids, f"training data ({layout.split_path('train')})")
+    test_al = align_uids(test, scores.test_uids, f"selected test examples ({layout.selection_path})")
     if len(scores.train_uids) < len(train):
         log.warning("the influence scores in %s cover %d of the %d training examples", scores.directory, len(scores.train_uids), len(train))
     return train_al, test_al

@@ -28,7 +28,7 @@ def _module(name: str):
 
 def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwrite: bool = False, plan_only: bool = False) -> str:
     """Run experiment ``name`` (or ``all``) on the base run ``run``; returns a short text summary."""
-    from lingtrace.experiments.common import experiment_dir, load_base, resolve_config
+    from lingtrace.experiments.common import load_base, resolve_config
     from lingtrace.importing import is_imported_without_recipe
 
     names = list(EXPERIMENTS) if name == ALL else [name]
@@ -52,7 +52,7 @@ def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwr
             lines.append(plan.to_string(index=False))
             lines += out.get("also", [])
         else:
-            d = experiment_dir(run, n)
+            d = run.experiment_dir(n)
             lines += [f"{n}: {r}" for r in out.get("readings", [])]
-            lines.append(f"{n}: {out['cost']['retrainings']} retraining(s); results in {d} (section: {d / 'section.html'})")
+            lines.append(f"{n}: {out['cost']['retrainings']} retraining(s); results in {d} (section: {run.experiment_section(n)})")
     return "\n".join(lines)

@@ -7,13 +7,15 @@
   base run, is refused unless ``overwrite``), its result tables, ``summary.json``, ``figures/`` and
   ``section.html``;
 * every retraining is a **sub-run** ``RUN/experiments/NAME/runs/SUB/``: an ordinary run directory whose
-  ``data/`` is derived from the base run (``data/changed.parquet`` and ``experiment.json`` record what was
+  data is derived from the base run (``data/changed.parquet`` and ``experiment.json`` record what was
   removed, excluded or added, and why) and whose config is the base run's, with at most the
-  ``data.exclude_lang`` / ``data.extra_lang`` + ``data.extra_pct`` keys changed. The stages ``train``
-  (and ``influence`` where the experiment needs scores) run through the pipeline with their usual
-  markers, so a completed sub-run is skipped and an interrupted one resumes. Its ``select`` stage is
-  replaced by an evaluation: the base run's selected test examples (never a new draw) with the sub-run's
-  predictions.
+  ``data.exclude_lang`` / ``data.extra_lang`` + ``data.extra_pct`` keys changed. A sub-run is a plan
+  entry (``SubRunSpec``: a data change and the stages to run); the experiment writes its inputs into
+  ``given/`` (the derived data; the base run's selected test examples and the examples to predict) and
+  runs ``prepare``, ``train``, ``select`` (which evaluates the final model on the given test examples,
+  never a new draw: ``lingtrace.stages.evaluate``) and, where scores are needed, ``influence`` through
+  the pipeline, which alone writes their markers; so a completed sub-run is skipped and an interrupted
+  one resumes.
 * once a sub-run's stages are complete its **checkpoints are pruned** (``experiment.keep_checkpoints``
   false, the default): every ``checkpoints/epoch-K/`` is deleted, since the experiments read only the
   predictions, the selection and (zero-shot, imbalance) the scores. The manifest (key ``pruned``) and
@@ -24,7 +26,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -37,33 +38,48 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace import evaluation
 from lingtrace.config import Config, ExperimentConfig, apply_overrides, validate
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.store import InfluenceScores, load_scores
 from lingtrace.io import atomic_path, read_json, write_json, write_parquet
-from lingtrace.run import STAGES, RunDir, fingerprint
+from lingtrace.run import (
+    EXPERIMENT_CONFIG_FILE,
+    EXPERIMENT_FIGURES_DIR,
+    EXPERIMENT_SECTION_FILE,
+    EXPERIMENT_SUMMARY_FILE,
+    STAGES,
+    SUBRUN_RECORD,
+    RunDir,
+    align_uids,
+    describe_differences,
+    fingerprint,
+    frame_hash,
+    given_tests_identity,
+    read_given_test_examples,
+    read_predictions,  # noqa: F401 - re-exported: the experiments read their sub-runs through common
+    read_selection,
+    read_split,
+    read_task,
+    write_given_data,
+    write_given_test_examples,
+)
 
 log = logging.getLogger(__name__)
 
-EXPERIMENTS_DIR = "experiments"
-RUNS_DIR = "runs"
-FIGURES_DIR = "figures"
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-SECTION_FILE = "section.html"
-#: in a sub-run: what was changed and why (written last: its presence means the sub-run's data is complete)
-SUBRUN_RECORD = "experiment.json"
-#: in a sub-run's data/: the removed / excluded / added training (and dev) examples
-CHANGED_FILE = "changed.parquet"
+# the experiment folder's file names (defined, with every other run-directory name, in lingtrace.run)
+FIGURES_DIR = EXPERIMENT_FIGURES_DIR
+CONFIG_FILE = EXPERIMENT_CONFIG_FILE
+SUMMARY_FILE = EXPERIMENT_SUMMARY_FILE
+SECTION_FILE = EXPERIMENT_SECTION_FILE
 #: k-selection: the base final model's predictions on the chosen test examples
 BASE_PREDICTIONS = "base_predictions.parquet"
-#: probability the model gives the gold label (added to the prediction tables)
-P_LABEL = "p_label"
-#: the correct-class margin: gold logit minus the logsumexp of the other logits (added to the prediction tables)
-MARGIN = "margin"
-#: the final model's logits, one list per example (added to the prediction tables)
-LOGITS = "logits"
+
+#: the prediction tables' columns (defined with the predictions, in lingtrace.evaluation)
+P_LABEL, MARGIN, LOGITS = evaluation.P_LABEL, evaluation.MARGIN, evaluation.LOGITS
+predict_frame = evaluation.predict_frame
+correct_class_margin = evaluation.correct_class_margin
 
 #: base stages that must be complete before any experiment
 BASE_STAGES = ("prepare", "train", "select", "influence")
@@ -139,24 +155,10 @@ def methods_present(run: RunDir) -> list[str]:
     return found
 
 
-def read_frame(path: Path, fix: str) -> pd.DataFrame:
-    if not path.exists():
-        raise LingtraceError(f"missing {path}", fix)
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise LingtraceError(f"cannot read {path}: {e}", fix) from e
-
-
-def _align(frame: pd.DataFrame, uids: Sequence[str], what: str) -> pd.DataFrame:
-    indexed = frame.assign(**{schema.UID: frame[schema.UID].astype(str)}).set_index(schema.UID, drop=False)
-    missing = [u for u in uids if u not in indexed.index]
-    if missing or indexed.index.duplicated().any():
-        raise LingtraceError(
-            f"the base run's influence scores do not match its {what} (e.g. {missing[0] if missing else 'a duplicate uid'!r})",
-            "rerun `lingtrace influence RUN --overwrite` on the base run",
-        )
-    return indexed.loc[list(uids)].reset_index(drop=True)
+#: the fix when a sub-run's scores do not match its examples
+STALE_SUB_RUN = "pass --overwrite to redo the experiment's retrainings"
+#: the fix when the base run's scores do not match its examples
+STALE_BASE_SCORES = "rerun `lingtrace influence RUN --overwrite` on the base run"
 
 
 def load_base(run: RunDir) -> Base:
@@ -175,10 +177,10 @@ def load_base(run: RunDir) -> Base:
     if not scores.epochs:
         raise LingtraceError(f"the influence scores of {run.root} hold no checkpoint", f"rerun `lingtrace influence {run.root} --overwrite`")
     fix = f"rerun `lingtrace prepare {run.root} --overwrite` and the stages after it"
-    train = read_frame(run.split_path("train"), fix)
-    dev = read_frame(run.split_path("dev"), fix)
-    test_pool = read_frame(run.split_path("test"), fix)
-    selected = read_frame(run.selection_path, f"rerun `lingtrace select {run.root} --overwrite`")
+    train = read_split(run, "train", fix)
+    dev = read_split(run, "dev", fix)
+    test_pool = read_split(run, "test", fix)
+    selected = read_selection(run, f"rerun `lingtrace select {run.root} --overwrite`")
     identity = {
         stage: read_json(run.stage_marker(stage)).get("fingerprint") for stage in BASE_STAGES
     } | {"scores": scores.meta.get("fingerprint")}
@@ -186,20 +188,16 @@ def load_base(run: RunDir) -> Base:
         run=run,
         cfg=cfg,
         scores=scores,
-        train=_align(train, scores.train_uids, "training data"),
-        selected=_align(selected, scores.test_uids, "selected test examples"),
+        train=align_uids(train, scores.train_uids, "base run's training data", STALE_BASE_SCORES),
+        selected=align_uids(selected, scores.test_uids, "base run's selected test examples", STALE_BASE_SCORES),
         dev=dev,
         test_pool=test_pool,
-        task=read_json(run.task_path),
+        task=read_task(run),
         identity=identity,
     )
 
 
 # ---------------------------------------------------------------- config of an experiment
-
-
-def experiment_dir(run: RunDir, name: str) -> Path:
-    return run.root / EXPERIMENTS_DIR / name
 
 
 def resolve_config(run: RunDir, name: str, overrides: Sequence[str]) -> Config:
@@ -216,7 +214,7 @@ def resolve_config(run: RunDir, name: str, overrides: Sequence[str]) -> Config:
                 "retrainings use the base run's own config; change it in a new base run",
             )
     cfg = run.load_config()
-    saved = experiment_dir(run, name) / CONFIG_FILE
+    saved = run.experiment_dir(name) / CONFIG_FILE
     d = cfg.to_dict()
     if saved.exists():
         d["experiment"] = read_json(saved).get("experiment_section", d["experiment"])
@@ -262,10 +260,10 @@ def check_experiment_config(
     if path.exists():
         old = read_json(path)
         same = old.get("retraining") == retraining and old.get("base") == identity
-        made = any((exp_dir / RUNS_DIR).glob(f"*/{SUBRUN_RECORD}"))  # nothing made yet: nothing to protect
+        made = any(base.run.sub_runs_dir(name).glob(f"*/{SUBRUN_RECORD}"))  # nothing made yet: nothing to protect
         if not same:
             if made and not overwrite:
-                what = "the base run changed" if old.get("retraining") == retraining else _diff(old.get("retraining", {}), retraining)
+                what = "the base run changed" if old.get("retraining") == retraining else describe_differences(old.get("retraining", {}), retraining)
                 raise LingtraceError(
                     f"experiment {name!r} in {exp_dir} was made with other settings ({what})",
                     "pass --overwrite to redo it (retrainings whose training set is unchanged are reused)",
@@ -281,19 +279,7 @@ def _to_dict(section: ExperimentConfig) -> dict[str, Any]:
     return dataclasses.asdict(section)
 
 
-def _diff(a: dict, b: dict) -> str:
-    out = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return "; ".join(out[:3]) + ("; ..." if len(out) > 3 else "")
-
-
 # ---------------------------------------------------------------- sub-runs
-
-
-def frame_hash(frame: pd.DataFrame) -> str:
-    """Content hash of an example frame (its example columns, in order)."""
-    cols = [c for c in schema.EXAMPLE_COLUMNS if c in frame.columns]
-    h = pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy()
-    return hashlib.sha256(h.tobytes() + ",".join(cols).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -316,7 +302,7 @@ class SubRunSpec:
 
     def eval_identity(self) -> str:
         """What the evaluation (and influence) depends on besides the training: the test examples."""
-        return fingerprint({"selection": frame_hash(self.test_examples), "eval": frame_hash(self.eval_frame)})
+        return given_tests_identity(self.test_examples, self.eval_frame)
 
     def identity(self, base: Base, stage: str | None = None) -> str:
         """What the retraining depends on: the config sections of the last stage it runs (``train``, or
@@ -336,7 +322,7 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     """Create the sub-run's directory and data (or reuse it when it holds the same training set)."""
     sub = RunDir(runs_dir / spec.name)
     ident = spec.identity(base)
-    record_path = sub.root / SUBRUN_RECORD
+    record_path = sub.sub_run_record
     if record_path.exists():
         record = read_json(record_path)
         if record.get("identity") == ident:
@@ -354,20 +340,16 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     elif sub.root.exists():  # interrupted while being created
         shutil.rmtree(sub.root)
     sub.root.mkdir(parents=True, exist_ok=True)
-    cfg = spec.cfg
-    if spec.train is not None:
-        sub.save_config(cfg)
-        for split, frame in (("train", spec.train), ("dev", spec.dev), ("test", spec.test)):
-            write_parquet(sub.split_path(split), frame[schema.EXAMPLE_COLUMNS].reset_index(drop=True))
-        write_json(sub.task_path, base.task)
-        sub.mark_complete(cfg, "prepare", {"derived_from": str(base.run.root), "change": spec.change, "reason": spec.reason})
+    from lingtrace.pipeline import run_stages
+
+    if spec.train is not None:  # derived data: given to the sub-run's prepare
+        write_given_data(sub, {"train": spec.train, "dev": spec.dev, "test": spec.test}, base.task)
+        run_stages(sub, spec.cfg, ["prepare"])
         changed = spec.changed
     else:
-        from lingtrace.pipeline import run_stages
-
-        run_stages(sub, cfg, ["prepare"])
+        run_stages(sub, spec.cfg, ["prepare"])
         changed = spec.verify(sub)
-    write_parquet(sub.data_dir / CHANGED_FILE, changed.reset_index(drop=True))
+    write_parquet(sub.changed_path, changed.reset_index(drop=True))
     write_json(
         record_path,
         {
@@ -376,7 +358,7 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
             "change": spec.change,
             "reason": spec.reason,
             "n_changed": int(len(changed)),
-            "n_train": int(len(pd.read_parquet(sub.split_path("train")))),
+            "n_train": int(len(read_split(sub, "train"))),
             "same_as_base": "model, training, selection and influence config and seed; only the training data differs",
             **spec.info,
             "identity": ident,
@@ -386,81 +368,54 @@ def materialize(spec: SubRunSpec, base: Base, runs_dir: Path, overwrite: bool) -
     return sub
 
 
-def correct_class_margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per example: the gold label's logit minus the logsumexp of the other logits (float64).
-
-    Equals log p(gold) - log(1 - p(gold)) under the softmax, without its rounding for confident models."""
-    from scipy.special import logsumexp
-
-    z = np.asarray(logits, dtype=np.float64)
-    rows = np.arange(len(z))
-    others = z.copy()
-    others[rows, labels] = -np.inf
-    return z[rows, labels] - logsumexp(others, axis=1)
-
-
-def final_logits(run: RunDir, cfg: Config, frame: pd.DataFrame) -> np.ndarray:
-    """The run's final model's class scores on ``frame`` [n, num_labels] (float32): a classifier's logits, a
-    causal LM's total log-likelihoods of the verbalisations; batched like training's predictions."""
-    from lingtrace.models.loading import load_checkpoint
-    from lingtrace.selection import final_checkpoint
-    from lingtrace.training.trainer import class_scores
-    from lingtrace.utils import resolve_device
-
-    device = resolve_device(cfg.train.device)
-    model, tokenizer = load_checkpoint(run.checkpoint_dir(final_checkpoint(run)))
-    model.to(device)
-    return class_scores(model, tokenizer, frame.reset_index(drop=True), cfg, device, desc="evaluate")
-
-
-def predict_frame(run: RunDir, cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the run's final model's ``pred``, ``confidence``, ``p_label`` (probability of the gold
-    label), ``margin`` (``correct_class_margin``) and ``logits``."""
-    from scipy.special import softmax
-
-    logits = final_logits(run, cfg, frame)
-    probs = softmax(logits.astype(np.float64), axis=1)
-    out = frame.reset_index(drop=True).copy()
-    labels = out[schema.LABEL].to_numpy(dtype=np.int64)
-    out[schema.PRED] = probs.argmax(1).astype(np.int64)
-    out[schema.CONFIDENCE] = probs.max(1)
-    out[P_LABEL] = probs[np.arange(len(out)), labels]
-    out[MARGIN] = correct_class_margin(logits, labels)
-    out[LOGITS] = list(logits)
-    return out
-
-
 def keep_checkpoints(cfg: Config) -> bool:
     """``experiment.keep_checkpoints``: keep the sub-runs' checkpoints instead of pruning them (default false)."""
     return bool(cfg.experiment.keep_checkpoints)
 
 
+def _kept_after_pruning() -> list[str]:
+    layout = RunDir(".")  # paths relative to the sub-run
+    return [
+        str(layout.config_path),
+        f"{layout.data_dir}/",
+        str(layout.manifest_path),
+        str(layout.selection_path),
+        str(layout.predictions_path),
+        f"{layout.influence_root}/ (when the experiment scores the sub-run)",
+        f"{layout.stage_marker('x').parent}/",
+        str(layout.sub_run_record),
+        f"{layout.given_dir}/",
+    ]
+
+
 #: what a pruned sub-run still holds
-KEPT_AFTER_PRUNING = [
-    "config.json",
-    "data/",
-    "checkpoints/manifest.json",
-    "selection/test.parquet",
-    "selection/predictions.parquet",
-    "influence/ (when the experiment scores the sub-run)",
-    "stages/",
-    SUBRUN_RECORD,
-]
+KEPT_AFTER_PRUNING = _kept_after_pruning()
+
+
+def _give_test_examples(sub: RunDir, spec: SubRunSpec) -> bool:
+    """Write the sub-run's given test examples (``RUN/given/``) when they are not those of ``spec``; True
+    when its ``select`` was made on other ones (so it, and the influence scores, are stale)."""
+    ident = spec.eval_identity()
+    if sub.has_given_test_examples() and given_tests_identity(*read_given_test_examples(sub)) == ident:
+        return False
+    recorded = read_json(sub.stage_marker("select")).get("info", {}).get("eval_id") if sub.is_complete("select") else None
+    write_given_test_examples(sub, spec.test_examples, spec.eval_frame)
+    return sub.is_complete("select") and recorded != ident
 
 
 def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
-    """Train the sub-run, evaluate it on the base selection, compute its influence scores if asked, and
-    prune its checkpoints unless ``experiment.keep_checkpoints``.
+    """Run the sub-run's stages: train it, evaluate it on the base selection (its ``select`` on the given
+    test examples), compute its influence scores if asked, and prune its checkpoints unless
+    ``experiment.keep_checkpoints``.
 
-    Each step is skipped when complete (stage markers); returns the seconds of the steps run now.
+    Each stage is skipped when complete (stage markers); returns the seconds of the steps run now.
     """
     from lingtrace.pipeline import run_stages
     from lingtrace.training.checkpoints import prune_checkpoints, pruned_record
 
     cfg = spec.cfg
     timings: dict[str, float] = {}
-    eval_id = spec.eval_identity()
-    stale_eval = sub.is_complete("select") and read_json(sub.stage_marker("select")).get("info", {}).get("eval_id") != eval_id
+    stale_eval = _give_test_examples(sub, spec)
     needs_weights = stale_eval or not sub.is_complete("select") or (spec.influence and not sub.is_complete("influence"))
     if needs_weights and pruned_record(sub) is not None:
         log.info("%s: its checkpoints were pruned and are needed again: retraining", spec.name)
@@ -480,16 +435,7 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
         shutil.rmtree(sub.influence_dir, ignore_errors=True)
     if not sub.is_complete("select"):
         t0 = time.perf_counter()
-        preds = predict_frame(sub, cfg, spec.eval_frame[schema.EXAMPLE_COLUMNS])
-        write_parquet(sub.selection_path.parent / "predictions.parquet", preds)
-        by_uid = preds.set_index(schema.UID)
-        chosen = spec.test_examples[schema.EXAMPLE_COLUMNS].reset_index(drop=True).copy()
-        for col in (schema.PRED, schema.CONFIDENCE, P_LABEL, MARGIN):
-            chosen[col] = by_uid.loc[chosen[schema.UID], col].to_numpy()
-        write_parquet(sub.selection_path, chosen)
-        sub.mark_complete(
-            cfg, "select", {"selection": "the base run's selected test examples (experiment sub-run)", "n": len(chosen), "eval_id": eval_id}
-        )
+        run_stages(sub, cfg, ["select"])  # on the given test examples (stages.evaluate)
         timings["evaluate_seconds"] = time.perf_counter() - t0
     if spec.influence:
         was_scored = sub.is_complete("influence")
@@ -498,10 +444,10 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
         if not was_scored:
             timings["influence_seconds"] = time.perf_counter() - t0
     if timings:
-        old = read_json(sub.root / SUBRUN_RECORD).get("timings", {})
+        old = read_json(sub.sub_run_record).get("timings", {})
         _update_record(sub, timings={**old, **{k: round(v, 2) for k, v in timings.items()}})
     if not keep_checkpoints(cfg) and (pruned_record(sub) is None or any(sub.checkpoints_dir.glob("epoch-*"))):
-        kept = [k for k in KEPT_AFTER_PRUNING if spec.influence or not k.startswith("influence/")]
+        kept = [k for k in KEPT_AFTER_PRUNING if spec.influence or not k.startswith(f"{RunDir('.').influence_root}/")]
         pruned = prune_checkpoints(sub, by=f"experiment {sub.root.parent.parent.name}", kept=kept)
         _update_record(sub, checkpoints={"pruned": True, **{k: pruned[k] for k in ("removed", "bytes_freed", "kept")}})
     return timings
@@ -509,7 +455,7 @@ def execute(sub: RunDir, spec: SubRunSpec) -> dict[str, float]:
 
 def _update_record(sub: RunDir, **changes: Any) -> None:
     """Set (or, given ``None``, remove) keys of the sub-run's ``experiment.json``."""
-    path = sub.root / SUBRUN_RECORD
+    path = sub.sub_run_record
     record = read_json(path)
     for key, value in changes.items():
         if value is None:
@@ -523,7 +469,7 @@ def run_all(specs: list[SubRunSpec], base: Base, exp_dir: Path, overwrite: bool,
     """Materialise and execute every sub-run in order (completed ones are skipped)."""
     from lingtrace.utils import progress
 
-    runs_dir = exp_dir / RUNS_DIR
+    runs_dir = base.run.sub_runs_dir(exp_dir.name)
     subs: dict[str, RunDir] = {}
     bar = progress(specs, desc=desc, unit="retraining")
     for spec in bar:
@@ -540,7 +486,7 @@ def run_all(specs: list[SubRunSpec], base: Base, exp_dir: Path, overwrite: bool,
 
 
 def sub_timings(subs: dict[str, RunDir]) -> dict[str, dict[str, float]]:
-    return {name: read_json(sub.root / SUBRUN_RECORD).get("timings", {}) for name, sub in subs.items()}
+    return {name: read_json(sub.sub_run_record).get("timings", {}) for name, sub in subs.items()}
 
 
 def cost_summary(subs: dict[str, RunDir], n_influence: int) -> dict[str, Any]:
@@ -556,14 +502,6 @@ def cost_summary(subs: dict[str, RunDir], n_influence: int) -> dict[str, Any]:
         "influence_seconds_mean": round(float(np.mean(infl)), 1) if infl else None,
         "per_sub_run": t,
     }
-
-
-def read_predictions(sub: RunDir) -> pd.DataFrame:
-    return pd.read_parquet(sub.selection_path.parent / "predictions.parquet")
-
-
-def read_selection(sub: RunDir) -> pd.DataFrame:
-    return pd.read_parquet(sub.selection_path)
 
 
 # ---------------------------------------------------------------- outputs

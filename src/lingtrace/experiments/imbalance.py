@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from lingtrace.errors import LingtraceError
 from lingtrace.experiments import common
 from lingtrace.experiments import html as section_html
 from lingtrace.influence.store import load_scores
-from lingtrace.run import RunDir
+from lingtrace.run import RunDir, align_uids, read_predictions, read_selection, read_split
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,9 @@ def added_examples(base_train: pd.DataFrame, base_dev: pd.DataFrame, base_test: 
             "the data sampling no longer keeps the base sample when data.extra_lang is set; report this",
         )
 
-    train = pd.read_parquet(sub.split_path("train"))
-    dev = pd.read_parquet(sub.split_path("dev"))
-    test = pd.read_parquet(sub.split_path("test"))
+    train = read_split(sub, "train")
+    dev = read_split(sub, "dev")
+    test = read_split(sub, "test")
     cols = schema.EXAMPLE_COLUMNS
     base_idx = base_train[cols].astype(str).set_index(schema.UID)
     sub_idx = train[cols].astype(str).set_index(schema.UID)
@@ -202,7 +203,7 @@ def _accuracy(frame: pd.DataFrame, order: Sequence[str]) -> list[dict]:
 
 
 def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = common.experiment_dir(base.run, NAME)
+    exp_dir = base.run.experiment_dir(NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
         [{"sub_run": s.name, "extra_lang": s.info["extra_lang"], "pct": s.info["extra_pct"], "n_extra": s.info["n_extra"], "n_train": len(base.train) + s.info["n_extra"], "n_test": len(s.test_examples)} for s in specs]
@@ -217,8 +218,7 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
 def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.SubRunSpec], subs: dict) -> dict[str, Any]:
     k = result_settings(cfg)["top_k"]
     order = list(base.languages)
-    base_pred_path = base.run.selection_path.parent / "predictions.parquet"
-    base_pool = pd.read_parquet(base_pred_path) if base_pred_path.exists() else None
+    base_pool = read_predictions(base.run) if base.run.predictions_path.exists() else None
     rows, acc_rows = [], []
     langs = list(dict.fromkeys(s.info["extra_lang"] for s in specs))
     base_total = base.total()
@@ -231,11 +231,11 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         sub = subs[spec.name]
         lang, p = spec.info["extra_lang"], spec.info["extra_pct"]
         scores = load_scores(sub)
-        train = common._align(pd.read_parquet(sub.split_path("train")), scores.train_uids, "training data")
-        test = common._align(common.read_selection(sub), scores.test_uids, "selected test examples")
+        train = align_uids(read_split(sub, "train"), scores.train_uids, f"training data of sub-run {sub.root.name}", common.STALE_SUB_RUN)
+        test = align_uids(read_selection(sub), scores.test_uids, f"test examples of sub-run {sub.root.name}", common.STALE_SUB_RUN)
         for r in share_rows(scores.total(), test, train, k, lang, order):
             rows.append({"extra_lang": lang, "pct": p, "n_extra": spec.info["n_extra"], "n_train": len(train), **r})
-        acc_rows += [{"extra_lang": lang, "pct": p, **r} for r in _accuracy(common.read_predictions(sub), order)]
+        acc_rows += [{"extra_lang": lang, "pct": p, **r} for r in _accuracy(read_predictions(sub), order)]
     share = pd.DataFrame(rows, columns=list(SHARE)).sort_values(["extra_lang", "pct"], kind="stable").reset_index(drop=True)
     acc = pd.DataFrame(acc_rows, columns=list(ACCURACY)).sort_values(["extra_lang", "pct"], kind="stable").reset_index(drop=True)
     tables = [common.write_table(exp_dir, "in_language_share", share, SHARE), common.write_table(exp_dir, "accuracy", acc, ACCURACY)]
@@ -263,30 +263,24 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         + (f" Training took {cost['train_seconds_mean']:.0f} s and influence {cost['influence_seconds_mean']:.0f} s per retraining on average here." if cost["train_seconds_mean"] and cost["influence_seconds_mean"] else "")
     )
     notes = [f"Top-k sets use k = {k} and the summed TracIn score; the test examples are the base run's selected examples in every run."]
-    common.write_text(exp_dir / common.SECTION_FILE, section_html.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body)))
-    summary = {
-        "experiment": NAME,
-        "title": TITLE,
-        "reproduces": REPRODUCES,
-        "complete": True,
-        "settings": {**retraining_settings(cfg), **result_settings(cfg)},
-        "base_run": str(base.run.root),
-        "in_language_share": {
+    section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
+    return common.write_result(
+        exp_dir,
+        sys.modules[__name__],
+        cfg,
+        base,
+        section,
+        in_language_share={
             lang: {
                 d: {f"{p:g}": float(v) for p, v in share[(share["extra_lang"] == lang) & (share["test_lang"] == lang) & (share["direction"] == d)][["pct", "share"]].itertuples(index=False)}
                 for d in DIRECTIONS
             }
             for lang in langs
         },
-        "cost": {**cost, "note": cost_text},
-        "tables": tables,
-        "figures": figures,
-        "section": common.SECTION_FILE,
-        "readings": readings,
-        "notes": notes,
-    }
-    common.write_summary(exp_dir, summary)
-    return summary
+        cost={**cost, "note": cost_text},
+        tables=tables,
+        figures=figures,
+    )
 
 
 def _reading(share: pd.DataFrame, acc: pd.DataFrame, lang: str, k: int) -> str:

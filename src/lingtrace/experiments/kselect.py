@@ -55,6 +55,7 @@ from lingtrace.experiments import html as section_html
 from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.io import write_parquet
 from lingtrace.report.html import pvalue
+from lingtrace.run import read_selection
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,7 @@ def build(base: common.Base, cfg: Config, methods: Sequence[str] = (DEFAULT_METH
     if len(rows) == 0:
         raise LingtraceError(
             f"the base run has no selected test examples in {', '.join(st['k_languages'])}",
-            "choose experiment.k_languages among the languages in selection/test.parquet",
+            f"choose experiment.k_languages among the languages in {base.run.selection_path}",
         )
     groups = make_groups(test_uids, test_langs, rows, st["k_grouping"], st["k_languages"])
     removals = [r for m in methods for r in plan_removals(base.method_total(m), groups, st["ks"], st["k_directions"], st["seed"], method=m)]
@@ -460,7 +461,7 @@ def changes_table(removals: Sequence[Removal], subs: dict, base_preds: pd.DataFr
     bp = base_preds.set_index(schema.UID)
     parts = []
     for r in removals:
-        sel = common.read_selection(subs[r.sub_run])
+        sel = read_selection(subs[r.sub_run])
         uids = sel[schema.UID].astype(str)
         parts.append(
             pd.DataFrame(
@@ -566,7 +567,7 @@ def _readings(faith: pd.DataFrame, lo: pd.DataFrame, tol: float, floor_row: dict
 
 
 def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = common.experiment_dir(base.run, NAME)
+    exp_dir = base.run.experiment_dir(NAME)
     methods = common.methods_present(base.run)
     removals, specs, plan = build(base, cfg, methods)
     st = retraining_settings(cfg)

@@ -44,6 +44,7 @@ from lingtrace.errors import LingtraceError
 from lingtrace.experiments import common, noise
 from lingtrace.experiments import html as fragments
 from lingtrace.report.html import pvalue
+from lingtrace.run import read_selection, read_split
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ def lds_tables(
 
 
 def _base_train(base: common.Base) -> pd.DataFrame:
-    return common.read_frame(base.run.split_path("train"), f"rerun `lingtrace prepare {base.run.root} --overwrite` and the stages after it")
+    return read_split(base.run, "train", f"rerun `lingtrace prepare {base.run.root} --overwrite` and the stages after it")
 
 
 def build(base: common.Base, cfg: Config) -> tuple[np.ndarray, list[common.SubRunSpec], pd.DataFrame]:
@@ -298,7 +299,7 @@ def kept_masks(subs: dict[str, Any], names: Sequence[str], train_uids: Sequence[
     position = {str(u): i for i, u in enumerate(train_uids)}
     masks = np.zeros((len(names), len(position)), dtype=bool)
     for j, name in enumerate(names):
-        kept = pd.read_parquet(subs[name].split_path("train"), columns=[schema.UID])[schema.UID].astype(str)
+        kept = read_split(subs[name], "train")[schema.UID].astype(str)
         masks[j, [position[u] for u in kept]] = True
     return masks
 
@@ -306,7 +307,7 @@ def kept_masks(subs: dict[str, Any], names: Sequence[str], train_uids: Sequence[
 def margins_table(subs: dict[str, Any], names: Sequence[str]) -> pd.DataFrame:
     parts = []
     for j, name in enumerate(names):
-        sel = common.read_selection(subs[name])
+        sel = read_selection(subs[name])
         parts.append(
             pd.DataFrame(
                 {
@@ -327,7 +328,7 @@ def margins_table(subs: dict[str, Any], names: Sequence[str]) -> pd.DataFrame:
 
 
 def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = common.experiment_dir(base.run, NAME)
+    exp_dir = base.run.experiment_dir(NAME)
     _masks, specs, plan = build(base, cfg)
     if plan_only:
         return {"experiment": NAME, "plan": plan}

@@ -31,6 +31,7 @@ from lingtrace.config import Config, apply_overrides
 from lingtrace.data import schema
 from lingtrace.experiments import common
 from lingtrace.io import write_parquet
+from lingtrace.run import read_predictions, read_split
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class NoiseFloor:
 def specs(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
     """One sub-run per noise seed: the base run's training, dev and test data unchanged, another train.seed."""
     fix = f"rerun `lingtrace prepare {base.run.root} --overwrite` and the stages after it"
-    train = common.read_frame(base.run.split_path("train"), fix)  # the base run's own order
+    train = read_split(base.run, "train", fix)  # the base run's own order
     empty = train.iloc[:0][schema.EXAMPLE_COLUMNS].assign(split=pd.Series(dtype=str), change=pd.Series(dtype=str), reason=pd.Series(dtype=str))
     out = []
     for seed in noise_seeds(cfg):
@@ -217,7 +218,7 @@ def base_predictions(base: common.Base, exp_dir) -> pd.DataFrame:
 
 def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloor:
     """Train (or reuse) the noise-floor sub-runs and write their tables; returns the floor."""
-    exp_dir = common.experiment_dir(base.run, NAME)
+    exp_dir = base.run.experiment_dir(NAME)
     seeds = noise_seeds(cfg)
     # the seeds are additive (each sub-run stands alone): only the base run's identity is guarded
     common.check_experiment_config(
@@ -225,7 +226,7 @@ def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloo
     )
     base_preds = base_predictions(base, exp_dir)
     subs = common.run_all(specs(base, cfg), base, exp_dir, overwrite, desc=NAME) if seeds else {}
-    seeded = {seed: common.read_predictions(subs[f"seed-{seed}"]) for seed in seeds}
+    seeded = {seed: read_predictions(subs[f"seed-{seed}"]) for seed in seeds}
     table = noise_table(base_preds, seeded)
     summary = summarize(table, base.languages)
     common.write_table(exp_dir, "noise", table, NOISE)

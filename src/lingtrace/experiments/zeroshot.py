@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from lingtrace.errors import LingtraceError
 from lingtrace.experiments import common
 from lingtrace.experiments import html as section_html
 from lingtrace.influence.store import load_scores
+from lingtrace.run import align_uids, read_predictions, read_selection, read_split
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +231,7 @@ def _accuracy_rows(lang: str, model: str, frame: pd.DataFrame, examples: str, or
 
 
 def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
-    exp_dir = common.experiment_dir(base.run, NAME)
+    exp_dir = base.run.experiment_dir(NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
         [{"sub_run": s.name, "exclude_lang": s.info["exclude_lang"], "n_train": len(s.train), "n_excluded_train": int((s.changed["split"] == "train").sum()), "n_test": len(s.test_examples)} for s in specs]
@@ -244,21 +246,20 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
 def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.SubRunSpec], subs: dict) -> dict[str, Any]:
     k = result_settings(cfg)["top_k"]
     order = list(base.languages)
-    base_pred_path = base.run.selection_path.parent / "predictions.parquet"
-    base_pool = pd.read_parquet(base_pred_path) if base_pred_path.exists() else None
+    base_pool = read_predictions(base.run) if base.run.predictions_path.exists() else None
     per_test, summary_rows, share_rows, acc_rows, readings, figures, pngs = [], [], [], [], [], [], []
     full_total = base.total()
     for spec in specs:
         lang = spec.info["exclude_lang"]
         sub = subs[spec.name]
         zs = load_scores(sub)
-        zs_train = common._align(pd.read_parquet(sub.split_path("train")), zs.train_uids, "zero-shot training data")
+        zs_train = align_uids(read_split(sub, "train"), zs.train_uids, f"training data of sub-run {sub.root.name}", common.STALE_SUB_RUN)
         sel_uids = spec.test_examples[schema.UID].astype(str).tolist()
         pos = {u: i for i, u in enumerate(base.scores.test_uids)}
         zpos = {u: i for i, u in enumerate(zs.test_uids)}
         full = full_total[[pos[u] for u in sel_uids]]
         zero = zs.total()[[zpos[u] for u in sel_uids]]
-        zsel = common.read_selection(sub).set_index(schema.UID).loc[sel_uids]
+        zsel = read_selection(sub).set_index(schema.UID).loc[sel_uids]
         fsel = base.selected.set_index(schema.UID).loc[sel_uids]
         for direction in DIRECTIONS:
             comp = compare(full, base.train, zero, zs_train, lang, k, direction)
@@ -306,8 +307,8 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         if base_pool is not None:
             acc_rows += _accuracy_rows(lang, "full", base_pool, "pool", order)
         acc_rows += _accuracy_rows(lang, "full", base.selected[base.selected[schema.LANG].astype(str) == lang], "selected", order)
-        acc_rows += _accuracy_rows(lang, "zero-shot", common.read_predictions(sub), "pool", order)
-        acc_rows += _accuracy_rows(lang, "zero-shot", common.read_selection(sub), "selected", order)
+        acc_rows += _accuracy_rows(lang, "zero-shot", read_predictions(sub), "pool", order)
+        acc_rows += _accuracy_rows(lang, "zero-shot", read_selection(sub), "selected", order)
     per_test_df = pd.concat(per_test, ignore_index=True)
     summ = pd.DataFrame(summary_rows, columns=list(SUMMARY))
     shares_df = pd.DataFrame(share_rows, columns=list(SHARES))
@@ -351,28 +352,20 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         + "</details>",
         *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
     ]
-    common.write_text(exp_dir / common.SECTION_FILE, section_html.section(NAME, TITLE, REPRODUCES, readings, cost_text, notes, "\n".join(body)))
-    summary = {
-        "experiment": NAME,
-        "title": TITLE,
-        "reproduces": REPRODUCES,
-        "complete": True,
-        "settings": {**retraining_settings(cfg), **result_settings(cfg)},
-        "base_run": str(base.run.root),
-        "results": summ.to_dict(orient="records"),
-        "accuracy_zero_shot_on_language": {
-            lang: _acc(acc, lang, "zero-shot", "pool", lang) for lang in (s.info["exclude_lang"] for s in specs)
-        },
-        "accuracy_full_on_language": {lang: _acc(acc, lang, "full", "pool", lang) for lang in (s.info["exclude_lang"] for s in specs)},
-        "cost": {**cost, "note": cost_text},
-        "tables": tables,
-        "figures": figures,
-        "section": common.SECTION_FILE,
-        "readings": readings,
-        "notes": notes,
-    }
-    common.write_summary(exp_dir, summary)
-    return summary
+    section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
+    return common.write_result(
+        exp_dir,
+        sys.modules[__name__],
+        cfg,
+        base,
+        section,
+        results=summ.to_dict(orient="records"),
+        accuracy_zero_shot_on_language={lang: _acc(acc, lang, "zero-shot", "pool", lang) for lang in (s.info["exclude_lang"] for s in specs)},
+        accuracy_full_on_language={lang: _acc(acc, lang, "full", "pool", lang) for lang in (s.info["exclude_lang"] for s in specs)},
+        cost={**cost, "note": cost_text},
+        tables=tables,
+        figures=figures,
+    )
 
 
 def _acc(acc: pd.DataFrame, lang: str, model: str, examples: str, test_lang: str) -> float | None:

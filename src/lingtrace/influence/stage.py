@@ -16,10 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from lingtrace.config import Config
-from lingtrace.distributed import SINGLE, Dist
+from lingtrace.distributed import SINGLE, Dist, decide_on_main
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.advice import user_error
 from lingtrace.influence.context import Checkpoint
@@ -34,8 +32,7 @@ from lingtrace.influence.plan import Plan
 from lingtrace.influence.store import StoreMeta, StoreWriter
 from lingtrace.influence.task import Task
 from lingtrace.influence.tracin import checkpoint_factory, default_pad_id
-from lingtrace.run import RunDir, fingerprint
-from lingtrace.training.trainer import read_manifest, read_split, read_task
+from lingtrace.run import RunDir, fingerprint, read_manifest, read_selection, read_split, read_task
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +45,6 @@ def influence_epochs(manifest: dict[str, Any], which: str) -> list[dict[str, Any
         return list(epochs)
     final = manifest.get("final_epoch") or epochs[-1]["epoch"]
     return [e for e in epochs if e["epoch"] <= final]
-
-
-def read_selected(run: RunDir) -> pd.DataFrame:
-    path = run.selection_path
-    if not path.exists():
-        raise LingtraceError(f"missing {path}", "run `lingtrace select RUN` first")
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise LingtraceError(f"cannot read {path}: {e}", "rerun `lingtrace select RUN --overwrite`") from e
 
 
 def _uid_hash(uids: list[str]) -> str:
@@ -89,7 +76,7 @@ def _inputs(run: RunDir, cfg: Config) -> Inputs:
         if not d.is_dir():
             raise LingtraceError(f"checkpoint {d} is missing", "retrain with `lingtrace train RUN --overwrite`")
     train = read_split(run, "train")
-    test = read_selected(run)
+    test = read_selection(run)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(dirs[-1]))
     except Exception as e:  # noqa: BLE001
@@ -140,21 +127,13 @@ def _store_meta(run: RunDir, cfg: Config, estimator: Estimator, checkpoints: lis
     )
 
 
+def _to_user(e: Exception) -> LingtraceError | None:
+    return user_error(e) if isinstance(e, InfluenceError) else None
+
+
 def _guarded(dist: Dist, make):
-    """Rank 0 runs ``make()``; its result, or its LingtraceError, reaches every rank."""
-    decision: dict[str, Any] = {}
-    if dist.is_main:
-        try:
-            decision = {"value": make()}
-        except LingtraceError as e:
-            decision = {"error": [e.problem, e.fix]}
-        except InfluenceError as e:
-            err = user_error(e)
-            decision = {"error": [err.problem, err.fix]}
-    decision = dist.broadcast(decision)
-    if "error" in decision:
-        raise LingtraceError(*decision["error"])
-    return decision["value"]
+    """Rank 0 runs ``make()``; its result, or its LingtraceError (an engine error with its fix), reaches every rank."""
+    return decide_on_main(dist, make, _to_user)
 
 
 def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, overwrite: bool, dist: Dist) -> dict[str, Any]:

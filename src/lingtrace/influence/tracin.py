@@ -179,11 +179,11 @@ def checkpoint_factory(freeze_embeddings: bool = False) -> Callable[[Any], torch
     """A model factory for checkpoint directories written by ``save_pretrained``."""
 
     def load(path):
-        from lingtrace.models.loading import load_checkpoint
+        from lingtrace.models.loading import freeze_word_embeddings, load_checkpoint
 
         model, _ = load_checkpoint(Path(path))
         if freeze_embeddings:
-            model.get_input_embeddings().weight.requires_grad_(False)
+            freeze_word_embeddings(model)
         return model
 
     return load

@@ -305,8 +305,13 @@ def apply_cpu_options(model, mcfg: ModelConfig):
             if isinstance(layer_types, list) and len(layer_types) > L:
                 model.config.layer_types = layer_types[:L]
     if mcfg.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+        freeze_word_embeddings(model)
     return model
+
+
+def freeze_word_embeddings(model) -> None:
+    """The one word-embedding freezer (``model.freeze_embeddings``): the input word embeddings get no gradient."""
+    model.get_input_embeddings().weight.requires_grad_(False)
 
 
 def word_embedding_param_name(model) -> str:

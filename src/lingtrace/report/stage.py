@@ -38,7 +38,6 @@ from lingtrace.analysis.common import (
 )
 from lingtrace.analysis.examples import label_name
 from lingtrace.analysis.layout import COMPARISON, MethodAnalysis, read_layout
-from lingtrace.analysis.stage import read_frame
 from lingtrace.config import Config
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
@@ -63,12 +62,12 @@ from lingtrace.report.html import (
     table_html,
     warning_box,
 )
-from lingtrace.run import RunDir, majority_class_warning
+from lingtrace.run import REPORT_FIGURES_DIR, REPORT_PAGE, RunDir, majority_class_warning, read_table
 
 log = logging.getLogger(__name__)
 
-INDEX = "index.html"
-FIGURES = "figures"
+INDEX = REPORT_PAGE
+FIGURES = REPORT_FIGURES_DIR
 
 
 @dataclass
@@ -122,7 +121,7 @@ def _method_tables(analysis: MethodAnalysis) -> dict[str, pd.DataFrame]:
     tables = {}
     for name in analysis.summary.get("tables", {}):
         if name in table_specs.TABLES:
-            tables[name] = read_frame(analysis.directory / table_specs.TABLES[name].file, f"analysis table {name} of {analysis.method}", "rerun `lingtrace analyze RUN --overwrite`")
+            tables[name] = read_table(analysis.directory / table_specs.TABLES[name].file, "rerun `lingtrace analyze RUN --overwrite`", what=f"analysis table {name} of {analysis.method}")
     if table_specs.TOPK.name not in tables:
         raise LingtraceError(f"{analysis.directory} has no top-k table", "rerun `lingtrace analyze RUN --overwrite`")
     return tables
@@ -141,7 +140,7 @@ def load_inputs(run: RunDir, cfg: Config) -> ReportInputs:
     for name in layout.get("comparison", {}).get("tables", {}):
         if name in table_specs.COMPARISON_TABLES:
             path = run.analysis_dir / layout["comparison"].get("folder", COMPARISON) / table_specs.COMPARISON_TABLES[name].file
-            frame = read_frame(path, f"comparison table {name}", "rerun `lingtrace analyze RUN --overwrite`")
+            frame = read_table(path, "rerun `lingtrace analyze RUN --overwrite`", what=f"comparison table {name}")
             missing = [c for c in table_specs.COMPARISON_TABLES[name].columns if c not in frame.columns]
             if missing:
                 raise LingtraceError(f"{path} has no column {missing[0]!r} (made by another lingtrace version)", "rerun `lingtrace analyze RUN --overwrite`")
@@ -151,8 +150,8 @@ def load_inputs(run: RunDir, cfg: Config) -> ReportInputs:
         "cfg": cfg,
         "manifest": read_json(run.manifest_path) if run.manifest_path.exists() else None,
         "task": read_json(run.task_path),
-        "train": read_frame(run.split_path("train"), "training data", "run `lingtrace prepare RUN` first"),
-        "test": read_frame(run.selection_path, "selected test examples", "run `lingtrace select RUN` first"),
+        "train": read_table(run.split_path("train"), "run `lingtrace prepare RUN` first", what="training data"),
+        "test": read_table(run.selection_path, "run `lingtrace select RUN` first", what="selected test examples"),
         "layout": layout,
         "comparison": comparison,
     }
@@ -717,13 +716,12 @@ def make_figures(inp: ReportInputs, test_order: Sequence[str], train_order: Sequ
 def _experiment_sections(root) -> list[tuple[str, str, str]]:
     """The sections the retraining experiments wrote (``RUN/experiments/NAME/section.html``, present
     only once an experiment is complete), in the order of ``lingtrace.config.EXPERIMENTS``."""
-    from pathlib import Path
-
     from lingtrace.config import EXPERIMENTS
 
+    run = RunDir(root)
     out = []
     for name in EXPERIMENTS:
-        path = Path(root) / "experiments" / name / "section.html"
+        path = run.experiment_section(name)
         if path.is_file():
             out.append((f"experiment-{name}", f"Experiment: {name}", path.read_text(encoding="utf-8")))
     return out

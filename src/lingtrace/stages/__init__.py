@@ -1,0 +1,18 @@
+"""The stages of a run, each one module implementing the protocol of ``base.Stage``: ``prepare``,
+``train``, ``select``, ``influence``, ``analyze``, ``report``. ``PIPELINE`` is their order; the
+pipeline (``lingtrace.pipeline``) and the CLI iterate over it, and ``SECTIONS`` (the config sections
+each stage's completion marker records) is what ``lingtrace.run`` fingerprints.
+"""
+
+from __future__ import annotations
+
+from lingtrace.stages import analyze, influence, prepare, report, select, train
+from lingtrace.stages.base import Stage, StageContext
+
+#: pipeline order
+PIPELINE: tuple[Stage, ...] = (prepare.STAGE, train.STAGE, select.STAGE, influence.STAGE, analyze.STAGE, report.STAGE)
+BY_NAME: dict[str, Stage] = {stage.name: stage for stage in PIPELINE}
+#: each stage's config sections
+SECTIONS: dict[str, tuple[str, ...]] = {stage.name: stage.sections for stage in PIPELINE}
+
+__all__ = ["BY_NAME", "PIPELINE", "SECTIONS", "Stage", "StageContext"]
