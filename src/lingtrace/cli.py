@@ -83,6 +83,8 @@ def _presets():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lingtrace.importing import DEV_ACCURACY
+
     parser = argparse.ArgumentParser(prog="lingtrace", description="Cross-lingual TracIn influence for multilingual fine-tuning.")
     parser.add_argument("--version", action="version", version=f"lingtrace {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-from", metavar="RUN", help="instead of --data: the data/ of an existing run (and its data settings)")
     p.add_argument("--final", metavar="N|FOLDER", help="the checkpoint to use as the final model: its number in training order or its folder (default: the last)")
     p.add_argument("--tokenizer", metavar="DIR|NAME", help="the tokenizer, for checkpoints saved without one (default: the Trainer folder's or another checkpoint's)")
-    p.add_argument("--dev-accuracy", choices=["evaluate", "trainer-state"], default="evaluate", help="evaluate each checkpoint on the dev data (default), or take the eval_accuracy logged in trainer_state.json")
+    p.add_argument("--dev-accuracy", choices=list(DEV_ACCURACY), default=DEV_ACCURACY[0], help="evaluate each checkpoint on the dev data (default), or take the eval_accuracy logged in trainer_state.json")
     p.add_argument("--training-recipe", action="store_true", help="declare that the config's model.name and train.* are how the checkpoints were trained, so that the retraining experiments may run")
     _add_common(p, run_arg=False)
 
