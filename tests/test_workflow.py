@@ -115,3 +115,23 @@ def test_read_table_and_align_uids_errors_are_one_line(tmp_path):
         align_uids(frame, ["a", "z"], "examples")
     with pytest.raises(LingtraceError, match="duplicate uid 'a'"):
         align_uids(pd.concat([frame, frame.iloc[:1]]), ["a"], "examples")
+
+
+def test_cli_flags_of_every_config_section_come_from_the_field_metadata():
+    from lingtrace.cli import SECTION_FLAGS, _flag_overrides, _section_fields, build_parser
+    from lingtrace.config import Config, apply_overrides, help_keys
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "RUN", "--train-lr", "1e-5", "--no-model-freeze-embeddings", "--set", "train.epochs=2"])
+    assert _flag_overrides(args) == ["model.freeze_embeddings=false", "train.lr=1e-5"]
+    args = parser.parse_args(["run", "--data-languages", "de,fr", "--data-languages", "ru", "--select-per-lang", "7", "--method", "trak"])
+    cfg = apply_overrides(Config(), _flag_overrides(args))
+    assert cfg.data.languages == ["de", "fr", "ru"] and cfg.select.per_lang == 7 and cfg.influence.methods == ["trak"]
+    # every settable key of those sections has its flag, with the key's help text
+    helps = {key: text for key, text, _ in help_keys()}
+    for command, sections in SECTION_FLAGS.items():
+        sub = parser._subparsers._group_actions[0].choices[command]
+        flags = {a.option_strings[0]: a.help for a in sub._actions if a.option_strings}
+        for section in sections:
+            for name, _, _ in _section_fields(section):
+                assert helps[f"{section}.{name}"] in flags[f"--{section}-{name.replace('_', '-')}"]

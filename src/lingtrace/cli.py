@@ -62,6 +62,56 @@ def _add_influence_options(p: argparse.ArgumentParser) -> None:
             g.add_argument(*flags, dest=dest, choices=list(choices) if choices else None, metavar=None if choices else "VALUE", help=helptext)
 
 
+#: the config sections whose keys each command takes as flags (``--train-lr 1e-5`` for ``--set train.lr=1e-5``),
+#: generated from the config dataclasses' field metadata like the influence options
+SECTION_FLAGS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data",),
+    "train": ("model", "train"),
+    "select": ("select",),
+    "analyze": ("analysis",),
+    "run": ("data", "model", "train", "select", "analysis"),
+}
+
+
+def _section_fields(section: str) -> list[tuple[str, object, object]]:
+    """(name, field, type) of every key of config section ``section`` that a flag can set (mappings cannot)."""
+    import dataclasses
+    import types
+    import typing
+
+    from lingtrace.config import Config
+
+    cls = typing.get_type_hints(Config)[section]
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if typing.get_origin(tp) is dict or tp is dict:
+            continue
+        out.append((f.name, f, tp))
+    return out
+
+
+def _add_section_options(p: argparse.ArgumentParser, command: str) -> None:
+    """One flag per key of the config sections of ``command`` (``SECTION_FLAGS``), from the fields' help text."""
+    import typing
+
+    for section in SECTION_FLAGS.get(command, ()):
+        g = p.add_argument_group(f"{section} options (shortcuts for --set {section}.KEY=VALUE)")
+        for name, f, tp in _section_fields(section):
+            flag = f"--{section}-{name.replace('_', '-')}"
+            dest = f"section__{section}__{name}"
+            helptext = f.metadata.get("help", "")
+            if tp is bool:
+                g.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+            elif typing.get_origin(tp) is list:
+                g.add_argument(flag, dest=dest, action="append", metavar="VALUES", help=helptext + " (comma-separated or repeated)")
+            else:
+                g.add_argument(flag, dest=dest, metavar="VALUE", help=helptext)
+
+
 def _flag_overrides(args) -> list[str]:
     out = []
     for f in _influence_fields():
@@ -73,6 +123,15 @@ def _flag_overrides(args) -> list[str]:
         elif isinstance(value, bool):
             value = str(value).lower()
         out.append(f"influence.{f.name}={value}")
+    for dest, value in sorted(vars(args).items()):
+        if not dest.startswith("section__") or value is None:
+            continue
+        _, section, name = dest.split("__", 2)
+        if isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        out.append(f"{section}.{name}={value}")
     return out
 
 
@@ -98,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<config or preset name>; an existing run resumes with its config.json)")
     p.add_argument("--stages", default=",".join(DEMO_STAGES), help=f"comma-separated stages (default: {','.join(DEMO_STAGES)})")
     _add_common(p, run_arg=False)
+    _add_section_options(p, "run")
     _add_influence_options(p)
 
     for stage in PIPELINE:  # one command per stage
         p = sub.add_parser(stage.name, help=stage.help)
         _add_common(p)
+        _add_section_options(p, stage.name)
         if stage.name == "influence":
             _add_influence_options(p)
 
