@@ -45,6 +45,12 @@ class DataConfig:
     dev_per_lang: int = _f(200, "dev examples sampled per language (early stopping)")
     test_per_lang: int = _f(500, "test pool per language from which `select` draws correctly predicted examples")
     seed: int = _f(0, "sampling seed")
+    stratify: bool = _f(
+        False,
+        "draw the train, dev and test samples label-stratified: each holds every label in the proportion of the data "
+        "it is drawn from, to within one or two examples (small samples then have the data's majority-class share)",
+        new=True,
+    )
     exclude_lang: str | None = _f(None, "drop this language from the training and dev data (zero-shot experiments)")
     extra_lang: str | None = _f(None, "language to add extra training data for (imbalance experiments)")
     extra_pct: float = _f(0.0, "add this percentage of train_per_lang extra examples of extra_lang")
