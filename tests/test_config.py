@@ -150,3 +150,21 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "xx" in err and err.count("\n") == 1
     assert main(["train", str(tmp_path / "r2"), "--preset", "emoji"]) == 2
     assert "prepare" in capsys.readouterr().err
+
+
+def test_readme_describes_the_emoji_llm_preset():
+    """README's decoder paragraph states the emoji-llm preset as the code defines it."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    c = preset("emoji-llm")
+    assert c.model.name == "embedded:smollm2-135m-instruct" and c.model.kind == "causal-lm" and c.data.stratify
+    layers = sorted(-i for i in c.model.lora_layers)
+    assert layers == list(range(1, len(layers) + 1))  # the top layers, stated as "the top N layers"
+    text = (
+        f"`emoji-llm` ({', '.join(c.data.languages)}; {c.data.train_per_lang} training, {c.data.dev_per_lang} dev and "
+        f"{c.data.test_per_lang} test examples per language, label-stratified; LoRA r={c.model.lora_r} on "
+        f"{', '.join(c.model.lora_targets)} of the top {len(layers)} layers; lr {c.train.lr:g}, batch {c.train.batch_size}, "
+        f"{c.train.epochs} epochs)"
+    )
+    assert text in readme, text

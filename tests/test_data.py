@@ -729,3 +729,55 @@ def test_sampling_unknown_language(emoji_frames):
     frames, spec = emoji_frames
     with pytest.raises(LingtraceError, match="language 'ko' is not in the data"):
         prepare_splits(frames, DataConfig(**{**EMOJI_CFG, "languages": ["de", "ko"]}), spec)
+
+
+def test_stratified_order_every_prefix_is_proportional():
+    """Every prefix of the stratified order holds each label within one of its proportional share."""
+    import numpy as np
+
+    from lingtrace.data.sampling import _stratified
+
+    rng = np.random.default_rng(5)
+    ids = [f"id{i}" for i in range(157)]
+    labels = {i: int(rng.choice(4, p=[0.5, 0.3, 0.15, 0.05])) for i in ids}
+    order = _stratified(ids, labels, np.random.default_rng(1))
+    assert sorted(order) == sorted(ids)
+    total = np.bincount([labels[i] for i in ids], minlength=4)
+    counts = np.zeros(4)
+    for m, i in enumerate(order, start=1):
+        counts[labels[i]] += 1
+        assert np.all(np.abs(counts - m * total / len(ids)) < 1), m
+    assert order != _stratified(ids, labels, np.random.default_rng(2))  # still a random draw
+
+
+def test_sampling_stratified(emoji_frames):
+    """data.stratify: test, dev and train keep the label shares of the pool they come from (test: the
+    first slice of the stratified pool, within one; dev: the next slice, within two; train: drawn
+    stratified from the rest, within one), stay aligned and disjoint, and differ from the plain draw."""
+    import numpy as np
+
+    frames, _ = emoji_frames
+    plain = _sample(emoji_frames)
+    out = _sample(emoji_frames, stratify=True)
+    pool = frames[frames[LANG] == "de"].drop_duplicates(TRANSLATION_ID)
+    common = set.intersection(*(set(frames[frames[LANG] == lang][TRANSLATION_ID]) for lang in EMOJI_CFG["languages"]))
+    pool = pool[pool[TRANSLATION_ID].isin(common)]
+    share = np.bincount(pool[LABEL], minlength=9) / len(pool)
+    carved = set()
+    for split, n, slack in (("test", 30, 1), ("dev", 20, 2)):  # dev: the next slice of the same order
+        df = out[split]
+        for lang in EMOJI_CFG["languages"]:
+            counts = np.bincount(df[df[LANG] == lang][LABEL], minlength=9)
+            assert counts.sum() == n and np.all(np.abs(counts - n * share) < slack), (split, lang, counts)
+        carved |= set(df[TRANSLATION_ID])
+    rest = pool[~pool[TRANSLATION_ID].isin(carved)]
+    rest_share = np.bincount(rest[LABEL], minlength=9) / len(rest)
+    counts = np.bincount(out["train"][out["train"][LANG] == "fr"][LABEL], minlength=9)
+    assert np.all(np.abs(counts - 50 * rest_share) < 1)
+    tr, dv, te = (set(out[s][TRANSLATION_ID]) for s in ("train", "dev", "test"))
+    assert not (tr & dv) and not (tr & te) and not (dv & te)
+    for split, df in out.items():
+        assert all(set(_ids(df, lang)) == set(_ids(df, "de")) for lang in EMOJI_CFG["languages"])
+    assert set(plain["dev"][TRANSLATION_ID]) != dv
+    for s in out:
+        pd.testing.assert_frame_equal(out[s], _sample(emoji_frames, stratify=True)[s])

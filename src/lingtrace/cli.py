@@ -25,7 +25,7 @@ def _add_common(p: argparse.ArgumentParser, run_arg: bool = True) -> None:
     if run_arg:
         p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--config", metavar="YAML", help="config file (a new run; an existing run uses its config.json)")
-    p.add_argument("--preset", choices=sorted(_presets()), help="start from a task preset (paper settings)")
+    p.add_argument("--preset", choices=sorted(_presets()), help="start from a preset: xnli, pawsx, marc (paper settings); emoji (embedded, the demo's default: the e5 encoder); emoji-llm (embedded: the SmolLM2 decoder)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. --set train.lr=1e-5 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="recompute stages whose outputs were made with a different config")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lingtrace {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="run the embedded default end to end (offline: multilingual-e5-small on CLDR emoji names)")
+    p = sub.add_parser("demo", help="run the embedded default end to end (offline: multilingual-e5-small on CLDR emoji names; --preset emoji-llm: the SmolLM2-135M decoder)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     _add_common(p, run_arg=False)
 

@@ -9,7 +9,10 @@ Invariants (tested in tests/test_data.py):
   into disjoint test/dev/train pools, so no translation leaks across splits;
 - ``exclude_lang`` is dropped from train and dev only; the other languages' samples do not change;
 - ``extra_lang``/``extra_pct`` add ``round(extra_pct / 100 * train_per_lang)`` examples of that language
-  from its unused pool on top of the unchanged base sample.
+  from its unused pool on top of the unchanged base sample;
+- ``stratify``: the test, dev and train samples hold every label in the proportion of the pool they
+  are drawn from, to within one example (a dev pool carved after the test pool: within two), so a
+  small dev sample's majority-class share is the data's, not a chance excess.
 
 Each random draw has its own generator seeded from ``(seed, purpose, language)``, and ids are sorted
 before they are permuted, so a draw does not depend on row order or on the other options.
@@ -50,6 +53,29 @@ def _permuted(ids, rng: np.random.Generator) -> list[str]:
     return [ids[i] for i in rng.permutation(len(ids))]
 
 
+def _stratified(ids, labels: dict[str, int], rng: np.random.Generator) -> list[str]:
+    """The ids in a random order of which every prefix holds each label in proportion to its share
+    of ``ids`` to within one: the ids of each label are permuted, and position m takes the next id of
+    the label furthest below its share of the first m positions (ties broken at random)."""
+    by_label: dict[int, list[str]] = {}
+    for i in sorted(ids):
+        by_label.setdefault(int(labels[i]), []).append(i)
+    names = sorted(by_label)
+    groups = [[by_label[label][j] for j in rng.permutation(len(by_label[label]))] for label in names]
+    share = np.array([len(g) for g in groups], dtype=np.float64) / max(1, len(ids))
+    taken = np.zeros(len(groups), dtype=np.int64)
+    tiebreak = rng.permutation(len(groups))
+    out = []
+    for m in range(1, len(ids) + 1):
+        deficit = m * share - taken
+        deficit[taken == [len(g) for g in groups]] = -np.inf
+        best = np.flatnonzero(deficit >= deficit.max() - 1e-12)
+        pick = best[np.argmin(tiebreak[best])]
+        out.append(groups[pick][taken[pick]])
+        taken[pick] += 1
+    return out
+
+
 def make_uid(split: str, lang: str, translation_id: str) -> str:
     return f"{split}-{lang}-{translation_id}"
 
@@ -69,6 +95,10 @@ class _Data:
         for (split, lang), sub in frames.groupby([SPLIT, LANG], sort=False):
             sub = sub.drop_duplicates(TRANSLATION_ID, keep="first").set_index(TRANSLATION_ID, drop=False)
             self.tables[(str(split), str(lang))] = sub
+
+    def labels(self, split: str, lang: str) -> dict[str, int]:
+        t = self.tables.get((split, lang))
+        return {} if t is None else dict(zip(t.index, t[LABEL].astype("int64")))
 
     def ids(self, split: str, lang: str) -> set[str]:
         t = self.tables.get((split, lang))
@@ -161,12 +191,17 @@ def prepare_splits(frames: pd.DataFrame, cfg: DataConfig, task: TaskSpec) -> dic
     }
     reserved: dict[str, set[str]] = {}  # per language: train-split ids not available for extra examples
 
+    def order(ids, rng: np.random.Generator, split: str, lang: str) -> list[str]:
+        """``ids`` permuted, label-stratified when ``data.stratify`` (labels of ``lang``'s rows in ``split``)."""
+        return _stratified(ids, data.labels(split, lang), rng) if cfg.stratify else _permuted(ids, rng)
+
     if task.parallel:
         common = {s: set.intersection(*(data.ids(s, lang) for lang in langs)) for s in present}
         what = f"the ids present in all of {', '.join(langs)}"
+        first = langs[0]  # a translation group's label: that of its first language
         if carve:
             pools, train_ids = _carve(
-                _permuted(common["train"], _rng(cfg.seed, "carve")), cfg, carve, task.name, what
+                order(common["train"], _rng(cfg.seed, "carve"), "train", first), cfg, carve, task.name, what
             )
         else:
             pools, train_ids = {}, sorted(common["train"])
@@ -179,13 +214,13 @@ def prepare_splits(frames: pd.DataFrame, cfg: DataConfig, task: TaskSpec) -> dic
                     raise _too_few(
                         task.name, f"the {split} split ({what})", len(common[split]), n, _SIZE_KEY[split]
                     )
-                ids = _permuted(common[split], _rng(cfg.seed, split))[:n]
+                ids = order(common[split], _rng(cfg.seed, split), split, first)[:n]
             for lang in langs:
                 chosen[split][lang] = ids
         n = cfg.train_per_lang
         if len(train_ids) < n:
             raise _too_few(task.name, f"the train split ({what})", len(train_ids), n, "train_per_lang")
-        base = _permuted(train_ids, _rng(cfg.seed, "train"))[:n]
+        base = order(train_ids, _rng(cfg.seed, "train"), "train", first)[:n]
         carved = {i for ids in pools.values() for i in ids}
         for lang in langs:
             chosen["train"][lang] = base
@@ -195,7 +230,7 @@ def prepare_splits(frames: pd.DataFrame, cfg: DataConfig, task: TaskSpec) -> dic
             what = f"language {lang}"
             if carve:
                 pools, train_ids = _carve(
-                    _permuted(data.ids("train", lang), _rng(cfg.seed, "carve", lang)),
+                    order(data.ids("train", lang), _rng(cfg.seed, "carve", lang), "train", lang),
                     cfg,
                     carve,
                     task.name,
@@ -211,11 +246,11 @@ def prepare_splits(frames: pd.DataFrame, cfg: DataConfig, task: TaskSpec) -> dic
                 n = getattr(cfg, _SIZE_KEY[split])
                 if len(ids) < n:
                     raise _too_few(task.name, f"the {split} split of {what}", len(ids), n, _SIZE_KEY[split])
-                chosen[split][lang] = _permuted(ids, _rng(cfg.seed, split, lang))[:n]
+                chosen[split][lang] = order(ids, _rng(cfg.seed, split, lang), split, lang)[:n]
             n = cfg.train_per_lang
             if len(train_ids) < n:
                 raise _too_few(task.name, f"the train split of {what}", len(train_ids), n, "train_per_lang")
-            chosen["train"][lang] = _permuted(train_ids, _rng(cfg.seed, "train", lang))[:n]
+            chosen["train"][lang] = order(train_ids, _rng(cfg.seed, "train", lang), "train", lang)[:n]
             reserved[lang] = set(chosen["train"][lang]) | {i for ids in pools.values() for i in ids}
 
     extra: list[str] = []
