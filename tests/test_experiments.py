@@ -139,6 +139,28 @@ def test_zero_shot_compare_on_a_hand_made_case():
     assert out2.iloc[0]["pct_translations"] == pytest.approx(50.0) and out2.iloc[0]["pct_other_retained"] == pytest.approx(100.0)
 
 
+
+def test_zero_shot_summary_and_share_rows_by_hand():
+    comp = pd.DataFrame(
+        {
+            "pct_translations": [50.0, np.nan, 100.0],
+            "pct_translations_chance": [30.0, np.nan, 30.0],
+            "pct_other_retained": [0.0, 50.0, 100.0],
+            "pct_other_retained_chance": [10.0, 10.0, 10.0],
+        }
+    )
+    row = zeroshot.summary_row(comp, "fr", "positive", 2)
+    assert row["n_test"] == 3 and row["n_test_without_in_language"] == 1
+    assert row["pct_translations"] == pytest.approx(75.0) and row["pct_translations_std"] == pytest.approx(25.0)
+    assert row["pct_translations_chance"] == pytest.approx(30.0)
+    assert row["pct_other_retained"] == pytest.approx(50.0) and row["pct_other_retained_std"] == pytest.approx(np.sqrt(5000 / 3))
+    train = pd.DataFrame({"lang": ["de", "de", "fr", "es"]})
+    scores = np.array([[4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]])  # top-2: (de, de) and (es, fr)
+    rows = {r["train_lang"]: r for r in zeroshot.language_share_rows(scores, train, "fr", "full", "positive", 2, ["de", "fr", "es"])}
+    assert rows["de"]["share"] == pytest.approx(50.0) and rows["fr"]["share"] == pytest.approx(25.0) and rows["es"]["share"] == pytest.approx(25.0)
+    assert rows["de"]["share_std"] == pytest.approx(50.0) and rows["de"]["train_fraction"] == pytest.approx(50.0)
+    assert all(r["n_test"] == 2 for r in rows.values())
+
 @pytest.mark.parametrize(
     "override, message",
     [

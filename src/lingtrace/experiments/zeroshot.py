@@ -217,6 +217,63 @@ def topk_language_shares(matrix: np.ndarray, train_langs: Sequence[str], k: int,
     return pd.DataFrame({lang: 100.0 * (langs == lang).mean(axis=1) for lang in order})
 
 
+def summary_row(comp: pd.DataFrame, lang: str, direction: str, k: int) -> dict[str, Any]:
+    """One row of ``zero_shot.parquet``: (a) and (b) over the test examples of ``compare``'s table ``comp``."""
+    a = comp["pct_translations"].dropna()
+    return {
+        "exclude_lang": lang,
+        "direction": direction,
+        "k": k,
+        "n_test": len(comp),
+        "n_test_without_in_language": int(comp["pct_translations"].isna().sum()),
+        "pct_translations": float(a.mean()) if len(a) else float("nan"),
+        "pct_translations_std": float(a.std(ddof=0)) if len(a) else float("nan"),
+        "pct_translations_chance": float(comp["pct_translations_chance"].mean()),
+        "pct_other_retained": float(comp["pct_other_retained"].mean()),
+        "pct_other_retained_std": float(comp["pct_other_retained"].std(ddof=0)),
+        "pct_other_retained_chance": float(comp["pct_other_retained_chance"].mean()),
+    }
+
+
+def language_share_rows(matrix: np.ndarray, train: pd.DataFrame, lang: str, model: str, direction: str, k: int, order: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of ``language_shares.parquet`` for one model's [test x train] scores: (c), the training
+    languages' mean share of the top-k, beside their share of that model's training set."""
+    langs = train[schema.LANG].astype(str)
+    shares = topk_language_shares(matrix, langs.tolist(), k, direction == "positive", order)
+    frac = langs.value_counts(normalize=True) * 100.0
+    return [
+        {
+            "exclude_lang": lang,
+            "model": model,
+            "direction": direction,
+            "train_lang": tl,
+            "share": float(shares[tl].mean()),
+            "share_std": float(shares[tl].std(ddof=0)),
+            "n_test": len(shares),
+            "train_fraction": float(frac.get(tl, 0.0)),
+        }
+        for tl in order
+    ]
+
+
+def section_body(pngs: list[tuple[str, str]], summ: pd.DataFrame, acc: pd.DataFrame, shares_df: pd.DataFrame, tables: list[str], k: int) -> list[str]:
+    """The section's HTML parts: a figure per left-out language, then the tables and their columns."""
+    body = [
+        section_html.figure(png, f"zero-shot influence without {lang}", f"Left: language shares of the top-{k} most positively influential examples for the {lang} test examples, full vs zero-shot model. Right: (a) and (b) with their chance levels (black ticks).")
+        for lang, png in pngs
+    ]
+    return body + [
+        "<h3>(a) and (b)</h3>",
+        section_html.table(summ, formats={c: _pct for c in summ.columns if c.startswith("pct_")}, text_columns=["exclude_lang", "direction"]),
+        "<h3>Accuracy</h3>",
+        section_html.table(acc, formats={"accuracy": _pct}, text_columns=["exclude_lang", "model", "test_lang", "examples"]),
+        "<details class='more'><summary>(c) language shares of the top-k</summary>"
+        + section_html.table(shares_df, formats={"share": _pct, "share_std": _num, "train_fraction": _pct}, text_columns=["exclude_lang", "model", "direction", "train_lang"])
+        + "</details>",
+        *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
+    ]
+
+
 def _accuracy_rows(lang: str, model: str, frame: pd.DataFrame, examples: str, order: Sequence[str]) -> list[dict]:
     correct = frame[schema.PRED].to_numpy() == frame[schema.LABEL].to_numpy()
     fl = frame[schema.LANG].astype(str).to_numpy()
@@ -271,39 +328,9 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
             comp["p_label_zero_shot"] = zsel[common.P_LABEL].to_numpy(dtype=np.float64)
             comp["correct_zero_shot"] = zsel[schema.PRED].to_numpy() == zsel[schema.LABEL].to_numpy()
             per_test.append(comp[list(PER_TEST)])
-            a = comp["pct_translations"].dropna()
-            summary_rows.append(
-                {
-                    "exclude_lang": lang,
-                    "direction": direction,
-                    "k": k,
-                    "n_test": len(comp),
-                    "n_test_without_in_language": int(comp["pct_translations"].isna().sum()),
-                    "pct_translations": float(a.mean()) if len(a) else float("nan"),
-                    "pct_translations_std": float(a.std(ddof=0)) if len(a) else float("nan"),
-                    "pct_translations_chance": float(comp["pct_translations_chance"].mean()),
-                    "pct_other_retained": float(comp["pct_other_retained"].mean()),
-                    "pct_other_retained_std": float(comp["pct_other_retained"].std(ddof=0)),
-                    "pct_other_retained_chance": float(comp["pct_other_retained_chance"].mean()),
-                }
-            )
+            summary_rows.append(summary_row(comp, lang, direction, k))
             for model, matrix, train in (("full", full, base.train), ("zero-shot", zero, zs_train)):
-                langs = train[schema.LANG].astype(str)
-                shares = topk_language_shares(matrix, langs.tolist(), k, direction == "positive", order)
-                frac = langs.value_counts(normalize=True) * 100.0
-                for tl in order:
-                    share_rows.append(
-                        {
-                            "exclude_lang": lang,
-                            "model": model,
-                            "direction": direction,
-                            "train_lang": tl,
-                            "share": float(shares[tl].mean()),
-                            "share_std": float(shares[tl].std(ddof=0)),
-                            "n_test": len(shares),
-                            "train_fraction": float(frac.get(tl, 0.0)),
-                        }
-                    )
+                share_rows += language_share_rows(matrix, train, lang, model, direction, k, order)
         if base_pool is not None:
             acc_rows += _accuracy_rows(lang, "full", base_pool, "pool", order)
         acc_rows += _accuracy_rows(lang, "full", base.selected[base.selected[schema.LANG].astype(str) == lang], "selected", order)
@@ -339,19 +366,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         "(a) counts the zero-shot top-k examples whose translation_id is that of an l example in the full model's top-k; (b) counts the "
         "full model's top-k examples from other languages that are again in the zero-shot top-k (same uid).",
     ]
-    body = []
-    for lang, png in pngs:
-        body.append(section_html.figure(png, f"zero-shot influence without {lang}", f"Left: language shares of the top-{k} most positively influential examples for the {lang} test examples, full vs zero-shot model. Right: (a) and (b) with their chance levels (black ticks)."))
-    body += [
-        "<h3>(a) and (b)</h3>",
-        section_html.table(summ, formats={c: _pct for c in summ.columns if c.startswith("pct_")}, text_columns=["exclude_lang", "direction"]),
-        "<h3>Accuracy</h3>",
-        section_html.table(acc, formats={"accuracy": _pct}, text_columns=["exclude_lang", "model", "test_lang", "examples"]),
-        "<details class='more'><summary>(c) language shares of the top-k</summary>"
-        + section_html.table(shares_df, formats={"share": _pct, "share_std": _num, "train_fraction": _pct}, text_columns=["exclude_lang", "model", "direction", "train_lang"])
-        + "</details>",
-        *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
-    ]
+    body = section_body(pngs, summ, acc, shares_df, tables, k)
     section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
     return common.write_result(
         exp_dir,
