@@ -252,3 +252,14 @@ def test_without_noise_seeds_the_tables_are_empty_and_say_so():
     examples, overall = lds.lds_tables({"m": rng.normal(size=(3, 5))}, rng.normal(size=(3, 5)), ["a", "b", "c"], ["de", "de", "fr"], ["de", "fr"], np.full(3, np.nan), 100, 100, 0)
     assert examples["ceiling"].isna().all() and overall["mean_ceiling"].isna().all()
     assert list(overall["test_lang"]) == ["de", "fr", "all"] and (overall["n_subsets"] == 5).all()
+
+
+def test_fewer_noise_seeds_leave_the_shared_tables_alone(tmp_path):
+    """An experiment asking for fewer noise seeds than the shared floor holds (e.g. noise_seeds 0 after an
+    lds run with 3) uses its own subset and does not overwrite the shared tables."""
+    assert noise.covers_stored(tmp_path, [])  # nothing stored yet
+    (tmp_path / "summary.json").write_text('{"seeds": [43, 44, 45]}')
+    assert not noise.covers_stored(tmp_path, [])
+    assert not noise.covers_stored(tmp_path, [43, 44])
+    assert noise.covers_stored(tmp_path, [43, 44, 45])
+    assert noise.covers_stored(tmp_path, [43, 44, 45, 46])

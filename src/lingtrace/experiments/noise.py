@@ -216,6 +216,18 @@ def base_predictions(base: common.Base, exp_dir) -> pd.DataFrame:
     return preds
 
 
+def covers_stored(exp_dir, seeds: Sequence[int]) -> bool:
+    """Whether ``seeds`` include every seed of the shared tables already written in ``exp_dir``."""
+    import json
+
+    path = exp_dir / "summary.json"
+    try:
+        stored = json.loads(path.read_text()).get("seeds", []) if path.is_file() else []
+    except (OSError, ValueError):
+        return True
+    return set(int(x) for x in stored) <= set(int(x) for x in seeds)
+
+
 def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloor:
     """Train (or reuse) the noise-floor sub-runs and write their tables; returns the floor."""
     exp_dir = base.run.experiment_dir(NAME)
@@ -229,6 +241,8 @@ def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloo
     seeded = {seed: read_predictions(subs[f"seed-{seed}"]) for seed in seeds}
     table = noise_table(base_preds, seeded)
     summary = summarize(table, base.languages)
+    if not covers_stored(exp_dir, seeds):  # an experiment asking for fewer seeds leaves the shared tables alone
+        return NoiseFloor(seeds, table, summary, subs)
     common.write_table(exp_dir, "noise", table, NOISE)
     common.write_table(exp_dir, "noise_summary", summary, NOISE_SUMMARY)
     common.write_summary(

@@ -43,6 +43,8 @@ class CheckpointContext:
     train: Examples | None = None
     #: stream(examples, desc) -> (positions, batch) on the device, batched and counted as the engine does
     stream: Callable[[Examples, str], Iterator[tuple[torch.Tensor, Batch]]] | None = None
+    #: mean tokens per example over the training and test examples (None when not known)
+    avg_tokens: float | None = None
 
     @property
     def epoch(self) -> int:

@@ -80,6 +80,7 @@ class Engine:
         self.tracked: TrackedParams | None = None
         self._tracked_sig = None
         self.collate: Callable | None = None  # the task's collate with the pad id bound (set at each load)
+        self.avg_tokens: float | None = None  # of the examples being scored (set by run and make_plan)
         kind = estimator.pass_kind
         self.stats: dict[str, Any] = {
             f"{kind}_passes": 0,
@@ -132,6 +133,7 @@ class Engine:
             batch_size=int(self.options.batch_size),
             train=train,
             stream=lambda ex, desc: self._device_batches(ex, desc, "train"),
+            avg_tokens=self.avg_tokens,
         )
         t0 = time.perf_counter()
         self.estimator.prepare(ctx)
@@ -173,6 +175,7 @@ class Engine:
 
     def make_plan(self, train: Examples, test: Examples, world: int = 1) -> Plan:
         """The plan for these examples (loads the first checkpoint to size the features)."""
+        self.avg_tokens = _avg_tokens(train, test)
         self.load(0)
         plan = self.plan(len(train), len(test), _avg_tokens(train, test), world)
         self.estimator.finish()
@@ -189,6 +192,7 @@ class Engine:
         if len(train) == 0 or len(test) == 0:
             raise errors.NoExamples("influence needs at least one training and one test example")
         plan = sink.plan
+        self.avg_tokens = _avg_tokens(train, test)
         bar = progress(total=len(self.checkpoints), desc="checkpoints", disable=None if self.tuning.show_progress else True)
         for index, ckpt in enumerate(self.checkpoints):
             epoch = ckpt.epoch

@@ -33,6 +33,7 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 CHECKPOINTS = ("trajectory", "all")
 EKFAC_MEASUREMENTS = ("margin", "loss")
 EMBEDDING_METHODS = ("auto", "pairs", "vocab")
+LINEAR_PATHS = ("auto", "materialised", "factored")  # as influence.grads.LINEAR_PATHS (this module imports no torch)
 
 
 def option(
@@ -142,6 +143,7 @@ class Tuning:
     shard_size: int | None = None  # training examples per shard (default: sized so partial matrices stay small)
     sort_by_length: bool = True  # batch examples of similar length together (less padding)
     embedding_method: str = "auto"  # word-embedding products: pairs (token matching), vocab (dense over the test vocabulary)
+    linear_path: str = "auto"  # nn.Linear weights (tracin): auto (cost model, grads.py), materialised, factored (position pairs)
     profile: bool = False  # on a GPU, synchronise around each part so the per-part seconds are exact
     memory_fraction: float | None = None  # share of free memory for resident test features (default: 0.85 GPU, 0.5 CPU)
     show_progress: bool = True
@@ -149,3 +151,5 @@ class Tuning:
     def __post_init__(self) -> None:
         if self.embedding_method not in EMBEDDING_METHODS:
             raise ValueError(f"embedding_method must be one of {', '.join(EMBEDDING_METHODS)}")
+        if self.linear_path not in LINEAR_PATHS:
+            raise ValueError(f"linear_path must be one of {', '.join(LINEAR_PATHS)}")

@@ -8,6 +8,9 @@ coordinates and each keeping a test chunk's gradients in its own form:
 * ``PairsTerm``: the word-embedding matrix by matching tokens (``sparse_dots``; memory-lean);
 * ``VocabTerm``: the word-embedding matrix dense over the test chunk's vocabulary (one more matrix
   product, no host synchronisation: the GPU choice);
+* ``FactoredTerm``: ``nn.Linear`` weights kept as their positions' factors (``grads.LinearFactors``),
+  the inner product as a sum over position pairs (two matrix products per layer, no materialised
+  gradient);
 * ``SketchTerm``: every coordinate through a CountSketch (``projection.py``), replacing the others.
 
 A term is filled batch by batch (``add``), closed (``seal``) and then scores training batches
@@ -45,7 +48,8 @@ class Term(ABC):
 
 class DenseTerm(Term):
     def __init__(self, m: int, numel: dict[str, int], groups: dict[str, list[str]], dtype: torch.dtype, device: torch.device):
-        self.groups = groups
+        self.groups = {g: [n for n in ns if n in numel] for g, ns in groups.items()}
+        self.groups = {g: ns for g, ns in self.groups.items() if ns}
         self.mats = {name: torch.empty((m, n), dtype=dtype, device=device) for name, n in numel.items()}
 
     def add(self, idx, g):
@@ -59,6 +63,58 @@ class DenseTerm(Term):
             acc = None
             for name in names:
                 d = g.dense[name] @ self.mats[name].T
+                acc = d if acc is None else acc.add_(d)
+            out[group] = acc
+            total = acc.clone() if total is None else total.add_(acc)
+        return out, total
+
+
+class FactoredTerm(Term):
+    """The factored Linear weights ``names``: per layer the test chunk's inputs [P, d_in] and output
+    gradients [P, d_out] of all its positions P, with the test example each belongs to."""
+
+    def __init__(self, m: int, names: list[str], groups: dict[str, list[str]]):
+        self.m = m
+        self.groups = {g: [n for n in ns if n in set(names)] for g, ns in groups.items()}
+        self.groups = {g: ns for g, ns in self.groups.items() if ns}
+        self.parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
+        self.owners: list[torch.Tensor] = []  # the chunk positions of each added batch
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def add(self, idx, g):
+        for name in self.parts:
+            f = g.factors[name]
+            self.parts[name].append((f.inputs.reshape(-1, f.inputs.shape[-1]), f.grads.reshape(-1, f.grads.shape[-1])))
+        self.owners.append(idx)
+
+    def seal(self):
+        # the test example of every kept position, per layer (a head layer has one position per example)
+        self.owner_of: dict[str, torch.Tensor] = {}
+        for name, parts in self.parts.items():
+            self.inputs[name] = torch.cat([a for a, _ in parts])
+            self.grads[name] = torch.cat([b for _, b in parts])
+            per = [a.shape[0] // len(idx) for (a, _), idx in zip(parts, self.owners)]
+            self.owner_of[name] = torch.cat([idx.repeat_interleave(p) for idx, p in zip(self.owners, per)])
+        self.parts = {n: [] for n in self.parts}
+        self.owners = []
+
+    def _dots(self, name: str, g: BatchGrads) -> torch.Tensor:
+        f = g.factors[name]
+        b, t = f.inputs.shape[0], f.inputs.shape[1]
+        ka = f.inputs.reshape(b * t, -1) @ self.inputs[name].T
+        kb = f.grads.reshape(b * t, -1) @ self.grads[name].T
+        per_position = ka.mul_(kb).view(b, t, -1).sum(1)  # [B, P]
+        out = torch.zeros((b, self.m), dtype=per_position.dtype, device=per_position.device)
+        return out.index_add_(1, self.owner_of[name], per_position)
+
+    def dots(self, g):
+        out: dict[str, torch.Tensor] = {}
+        total = None
+        for group, names in self.groups.items():
+            acc = None
+            for name in names:
+                d = self._dots(name, g)
                 acc = d if acc is None else acc.add_(d)
             out[group] = acc
             total = acc.clone() if total is None else total.add_(acc)

@@ -21,7 +21,7 @@ from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.plan import GROUP_PREFIX, SCORES
 from lingtrace.influence.projection import CountSketch
-from lingtrace.influence.terms import DenseTerm, PairsTerm, SketchTerm, Term, VocabTerm
+from lingtrace.influence.terms import DenseTerm, FactoredTerm, PairsTerm, SketchTerm, Term, VocabTerm
 from lingtrace.influence.memory import available_memory
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class GradientEstimator(Estimator):
 
     #: whether the method honours influence.projection_dim
     projects: bool = False
+    #: whether its exact scores may keep nn.Linear gradients factored (``Tuning.linear_path``; not for
+    #: elementwise transforms of the gradients, nor with a projection)
+    factorable: bool = False
 
     def __init__(self, options: InfluenceOptions, tuning: Tuning | None = None):
         super().__init__(options, tuning)
@@ -67,7 +70,10 @@ class GradientEstimator(Estimator):
     # -- the protocol -----------------------------------------------------------
     def prepare(self, ctx):
         self.ctx = ctx
-        self.psg = PerSampleGradients(ctx.model, ctx.tracked, autocast_dtype=ctx.autocast, task=ctx.task)
+        path = self.tuning.linear_path if (self.factorable and self.projection_dim is None) else "materialised"
+        self.psg = PerSampleGradients(
+            ctx.model, ctx.tracked, autocast_dtype=ctx.autocast, task=ctx.task, linear_path=path, avg_tokens=ctx.avg_tokens
+        )
         self.groups = ctx.tracked.dense_groups()
         self.sketch = None
         if self.projection_dim is not None:
@@ -118,12 +124,16 @@ class GradientEstimator(Estimator):
                 terms.append(PairsTerm(m))
         numel = {n: ctx.tracked.numel[n] for n in self.psg.dense_names}
         terms.append(DenseTerm(m, numel, self.groups, ctx.dtype, ctx.device))
+        if self.psg.factored:
+            terms.append(FactoredTerm(m, self.psg.factored, self.groups))
         return terms
 
     def resident(self, chunk: Examples, features: Iterator[tuple[torch.Tensor, BatchGrads]]) -> GradientResident:
-        terms = self._terms(chunk)
+        terms: list[Term] | None = None  # made at the first batch: its pass decides the factored layers
         sq = torch.zeros(len(chunk), dtype=torch.float64, device=self.ctx.device)
         for idx, g in features:
+            if terms is None:
+                terms = self._terms(chunk)
             sq[idx] = g.sq_norms()
             for term in terms:
                 term.add(idx, g)
@@ -137,7 +147,8 @@ class GradientEstimator(Estimator):
         scores = None
         for term in resident.terms:
             per_group, total = term.dots(g)
-            groups.update(per_group)
+            for k, v in per_group.items():
+                groups[k] = v if k not in groups else groups[k].add_(v)
             scores = total.to(dtype, copy=True) if scores is None else scores.add_(total.to(dtype))
         train_norm = g.sq_norms().sqrt()
         out = {SCORES: scores}

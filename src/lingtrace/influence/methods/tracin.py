@@ -22,6 +22,7 @@ from lingtrace.influence.methods.gradient import GradientEstimator
 class TracInEstimator(GradientEstimator):
     name = "tracin"
     projects = True
+    factorable = True
 
     @property
     def mode(self) -> str:
