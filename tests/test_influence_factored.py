@@ -93,3 +93,14 @@ def test_auto_keeps_long_examples_materialised_and_short_ones_factored():
     # the head (one position) is
     assert set(short.factored) == set(short.linears)
     assert long.factored and all(n.startswith("classifier") for n in long.factored)
+
+
+def test_only_linear_weights_selected_all_factored():
+    """A selection of Linear weights alone leaves no materialised parameter: the scores still equal brute force."""
+    states = _checkpoints(n=2, seed=4)
+    factory = _factory()
+    train, test = _examples(5, seed=1, prefix="z"), _examples(3, seed=2, prefix="t")
+    params = ["*.dense.weight", "*.query.weight"]
+    ref = brute_force(factory, states, train, test, "cosine", params=params)
+    res = TracIn(factory, states, params=params, dtype="float64", breakdown=True, linear_path="factored", show_progress=False).scores(train, test)
+    assert _rel(res.total, ref.sum(0)) <= 1e-6

@@ -46,6 +46,20 @@ class Term(ABC):
         """Inner products [B x m] of a training batch with the resident gradients: per group, and their sum."""
 
 
+def sum_groups(groups: dict[str, list[str]], dot) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per breakdown group the sum of ``dot(name)`` ([B x m]) over its parameters, and the total."""
+    out: dict[str, torch.Tensor] = {}
+    total = None
+    for group, names in groups.items():
+        acc = None
+        for name in names:
+            d = dot(name)
+            acc = d if acc is None else acc.add_(d)
+        out[group] = acc
+        total = acc.clone() if total is None else total.add_(acc)
+    return out, total
+
+
 class DenseTerm(Term):
     def __init__(self, m: int, numel: dict[str, int], groups: dict[str, list[str]], dtype: torch.dtype, device: torch.device):
         self.groups = {g: [n for n in ns if n in numel] for g, ns in groups.items()}
@@ -57,16 +71,7 @@ class DenseTerm(Term):
             mat[idx] = g.dense[name]
 
     def dots(self, g):
-        out: dict[str, torch.Tensor] = {}
-        total = None
-        for group, names in self.groups.items():
-            acc = None
-            for name in names:
-                d = g.dense[name] @ self.mats[name].T
-                acc = d if acc is None else acc.add_(d)
-            out[group] = acc
-            total = acc.clone() if total is None else total.add_(acc)
-        return out, total
+        return sum_groups(self.groups, lambda name: g.dense[name] @ self.mats[name].T)
 
 
 class FactoredTerm(Term):
@@ -109,16 +114,7 @@ class FactoredTerm(Term):
         return out.index_add_(1, self.owner_of[name], per_position)
 
     def dots(self, g):
-        out: dict[str, torch.Tensor] = {}
-        total = None
-        for group, names in self.groups.items():
-            acc = None
-            for name in names:
-                d = self._dots(name, g)
-                acc = d if acc is None else acc.add_(d)
-            out[group] = acc
-            total = acc.clone() if total is None else total.add_(acc)
-        return out, total
+        return sum_groups(self.groups, lambda name: self._dots(name, g))
 
 
 class PairsTerm(Term):

@@ -123,7 +123,8 @@ class GradientEstimator(Estimator):
             else:
                 terms.append(PairsTerm(m))
         numel = {n: ctx.tracked.numel[n] for n in self.psg.dense_names}
-        terms.append(DenseTerm(m, numel, self.groups, ctx.dtype, ctx.device))
+        if numel:  # every selected parameter may be a factored Linear weight
+            terms.append(DenseTerm(m, numel, self.groups, ctx.dtype, ctx.device))
         if self.psg.factored:
             terms.append(FactoredTerm(m, self.psg.factored, self.groups))
         return terms
