@@ -10,7 +10,6 @@ import torch
 from lingtrace.influence.grads import PerSampleGradients, choose_factored, collate
 from lingtrace.influence.params import select_params
 from lingtrace.influence.tracin import TracIn
-
 from test_influence import PAD, _checkpoints, _examples, _factory, _rel, brute_force
 
 

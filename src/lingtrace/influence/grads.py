@@ -21,21 +21,17 @@ decides per layer from that cost model.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
+from lingtrace.influence.options import LINEAR_PATHS
 from lingtrace.influence.params import TrackedParams
 from lingtrace.influence.sparse import SparseRows
 from lingtrace.influence.task import Batch, ClassificationTask, Task, collate
 
 __all__ = ["Batch", "BatchGrads", "LinearFactors", "PerSampleGradients", "choose_factored", "collate"]
-
-#: how the gradients of nn.Linear weights are kept: auto (by the cost model), materialised, factored
-LINEAR_PATHS = ("auto", "materialised", "factored")
-
 
 @dataclass
 class LinearFactors:
@@ -162,8 +158,7 @@ class PerSampleGradients:
         self.factored: list[str] | None = None if self.linears else []
         self._state: dict | None = None
         self._shapes: dict[int, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
-        tracked_dense = set(tracked.dense_names)
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if n not in tracked_dense}
+        self.frozen = self._constants()  # before the decision: for the plain forward that finds the output shapes
         if self.factored is not None:
             self._build()
 
@@ -173,11 +168,13 @@ class PerSampleGradients:
         skip = set(self.factored or ())
         return [n for n in self.tracked.dense_names if n not in skip]
 
-    def _build(self) -> None:
-        named = dict(self.model.named_parameters())
+    def _constants(self) -> dict[str, torch.Tensor]:
+        """Parameters that are not differentiated (the factored weights among them), passed as constants."""
         dense = set(self.dense_names)
-        # parameters that are not differentiated (the factored weights among them) are passed as constants
-        self.frozen = {n: p.detach() for n, p in named.items() if n not in dense}
+        return {n: p.detach() for n, p in self.model.named_parameters() if n not in dense}
+
+    def _build(self) -> None:
+        self.frozen = self._constants()
         argnums = (0, 1, 3) if self.with_emb else (0, 3)
 
         def loss_one(params, embeds, inputs, probes):
@@ -288,9 +285,9 @@ class PerSampleGradients:
         g_params, g_embeds, g_probes = (out if self.with_emb else (out[0], None, out[1]))
         dense = {n: g_params[n].reshape(b, -1) for n in self.dense_names}
         factors = {}
+        dtype = self.word_weight.dtype  # the parameters' (autocast may have made the activations half)
         for n in self.factored:
             d_out, d_in = self.tracked_shape(n)
-            dtype = self.word_weight.dtype
             factors[n] = LinearFactors(acts[n].reshape(b, -1, d_in).to(dtype), g_probes[n].reshape(b, -1, d_out).to(dtype))
         return BatchGrads(
             dense=dense, emb_pos=g_embeds, ids=ids, mask=batch.attention_mask, loss=loss.detach(), vocab_size=self.vocab_size, factors=factors

@@ -33,7 +33,8 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 CHECKPOINTS = ("trajectory", "all")
 EKFAC_MEASUREMENTS = ("margin", "loss")
 EMBEDDING_METHODS = ("auto", "pairs", "vocab")
-LINEAR_PATHS = ("auto", "materialised", "factored")  # as influence.grads.LINEAR_PATHS (this module imports no torch)
+#: how tracin keeps nn.Linear weight gradients (influence/grads.py): auto (by the cost model), materialised, factored
+LINEAR_PATHS = ("auto", "materialised", "factored")
 
 
 def option(

@@ -60,10 +60,16 @@ def sum_groups(groups: dict[str, list[str]], dot) -> tuple[dict[str, torch.Tenso
     return out, total
 
 
+def restrict_groups(groups: dict[str, list[str]], names) -> dict[str, list[str]]:
+    """The breakdown groups with only the parameters in ``names``, empty groups left out."""
+    keep = set(names)
+    out = {g: [n for n in ns if n in keep] for g, ns in groups.items()}
+    return {g: ns for g, ns in out.items() if ns}
+
+
 class DenseTerm(Term):
     def __init__(self, m: int, numel: dict[str, int], groups: dict[str, list[str]], dtype: torch.dtype, device: torch.device):
-        self.groups = {g: [n for n in ns if n in numel] for g, ns in groups.items()}
-        self.groups = {g: ns for g, ns in self.groups.items() if ns}
+        self.groups = restrict_groups(groups, numel)
         self.mats = {name: torch.empty((m, n), dtype=dtype, device=device) for name, n in numel.items()}
 
     def add(self, idx, g):
@@ -80,8 +86,7 @@ class FactoredTerm(Term):
 
     def __init__(self, m: int, names: list[str], groups: dict[str, list[str]]):
         self.m = m
-        self.groups = {g: [n for n in ns if n in set(names)] for g, ns in groups.items()}
-        self.groups = {g: ns for g, ns in self.groups.items() if ns}
+        self.groups = restrict_groups(groups, names)
         self.parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
         self.owners: list[torch.Tensor] = []  # the chunk positions of each added batch
         self.inputs: dict[str, torch.Tensor] = {}
