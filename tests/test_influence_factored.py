@@ -103,3 +103,31 @@ def test_only_linear_weights_selected_all_factored():
     ref = brute_force(factory, states, train, test, "cosine", params=params)
     res = TracIn(factory, states, params=params, dtype="float64", breakdown=True, linear_path="factored", show_progress=False).scores(train, test)
     assert _rel(res.total, ref.sum(0)) <= 1e-6
+
+
+@pytest.mark.parametrize("arch", ["xlm-roberta", "bert"])
+@pytest.mark.parametrize("path", ["auto", "factored"])
+def test_product_blocks_equal_brute_force_float64(arch, path):
+    """Several batches gathered into one product block (``Tuning.product_rows``; the probed Linear
+    weights materialised straight into it), block edges inside and across shards, equal float64 brute
+    force and the engine without blocks, breakdown included."""
+    states = _checkpoints(arch, n=2, seed=8)
+    factory = _factory(arch)
+    train, test = _examples(13, seed=3, prefix="z"), _examples(5, seed=4, prefix="t")
+    ref = brute_force(factory, states, train, test, "cosine")
+    kw = dict(dtype="float64", batch_size=2, breakdown=True, show_progress=False, linear_path=path)
+    plain = TracIn(factory, states, product_rows=0, **kw)
+    none = plain.scores(train, test)
+    assert plain.engine.estimator.product_rows is None
+    for rows, extra in ((4, {}), (6, dict(shard_size=5)), (None, dict(test_chunk=2))):
+        tracin = TracIn(factory, states, product_rows=rows, **{**kw, **extra})
+        seen: list[int] = []
+        score_many = tracin.engine.estimator.score_many
+        tracin.engine.estimator.score_many = lambda res, gs, _f=score_many, _seen=seen: _seen.append(sum(len(g.loss) for g in gs)) or _f(res, gs)
+        got = tracin.scores(train, test)
+        assert max(seen) > 2, (rows, seen)  # batches were gathered
+        for e in (1, 2):
+            assert _rel(got.per_epoch[e], ref[e - 1]) <= 1e-6, (rows, extra)
+            for group, values in got.groups[e].items():
+                np.testing.assert_allclose(values, none.groups[e][group], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got.train_norm[2], none.train_norm[2], rtol=1e-9)

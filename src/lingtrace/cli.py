@@ -278,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         args.quiet = True
         os.environ["LINGTRACE_NO_PROGRESS"] = "1"
     _setup_logging(getattr(args, "quiet", False))
+    from lingtrace.utils import tune_allocator
+
+    tune_allocator()
     start = time.time()
     dist = None
     try:

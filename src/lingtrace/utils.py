@@ -36,3 +36,30 @@ def progress(iterable=None, **kwargs):
     if disable is None:
         disable = os.environ.get("LINGTRACE_NO_PROGRESS") == "1"
     return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, disable=disable, **kwargs)
+
+
+#: glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def tune_allocator() -> bool:
+    """Keep large CPU buffers in the process heap (glibc only; the command line calls this).
+
+    By default glibc serves every allocation above 32 MiB with a fresh ``mmap`` and unmaps it on
+    free, so each batch's per-example gradients (hundreds of MB on the real model) are page-faulted
+    and zeroed again. With ``M_MMAP_MAX = 0`` they come from the heap, and a trim threshold of 2 GiB
+    keeps freed memory for the next batch. Measured on the demo's influence stage and training
+    (BENCHMARKS.md, issue 11). ``LINGTRACE_MALLOC=system`` leaves the allocator as it is. Returns
+    whether the settings were applied.
+    """
+    if os.environ.get("LINGTRACE_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...): leave it
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -215,6 +215,7 @@ class Engine:
                     t0 = time.perf_counter()
                     res = self.estimator.resident(chunk, self._features(chunk, f"epoch {epoch} test {self.estimator.feature}"))
                     self._add_time(f"test_{self.estimator.feature}", t0)
+                    self.estimator.size_block(self._free_for_block())
                     for s in [s for cc, s in todo if cc == c]:
                         part = self._score_shard(res, train, plan.shards[s], epoch)
                         part.chunk, part.shard = c, s
@@ -234,6 +235,15 @@ class Engine:
             bar.update(1)
         bar.close()
         return plan
+
+    def _free_for_block(self) -> float:
+        """Bytes an estimator may use for a product block once the test chunk is resident: the engine's
+        memory share of what is free now (half of it on a GPU), less one training batch's transient
+        features. The test chunk is planned first, so a block never costs another pass over the
+        training set."""
+        need = self.estimator.memory(self.avg_tokens or 1.0)
+        share = self.memory_fraction * available_memory(self.device) * (0.5 if self.device.type == "cuda" else 1.0)
+        return max(0.0, share - int(self.options.batch_size) * need.per_train)
 
     def _device_batches(self, ex: Examples, desc: str, side: str) -> Iterator[tuple[torch.Tensor, Any]]:
         """(positions, batch) on the device over ``ex`` in the engine's batches, counted as ``side`` passes."""
@@ -261,22 +271,36 @@ class Engine:
         acc: dict[str, torch.Tensor] = {}
         norms = torch.zeros(n, dtype=torch.float64, device=self.device)
         t_features = t_scores = 0.0
-        for idx, batch in self._device_batches(sub, f"epoch {epoch} training [{c0}:{c1}]", "train"):
+        size = int(self.options.batch_size)
+        rows = max(size, int(self.estimator.product_rows or size))
+        pending: list[tuple[torch.Tensor, Any]] = []
+
+        def flush() -> float:
+            # one scoring call for the gathered batches (a block of up to `rows` examples)
             self._sync()
             t0 = time.perf_counter()
-            features = self.estimator.featurise(batch)
-            self._sync()
-            t1 = time.perf_counter()
-            block = self.estimator.score(res, features)
+            idx = pending[0][0] if len(pending) == 1 else torch.cat([i for i, _ in pending])
+            block = self.estimator.score_many(res, [f for _, f in pending])
             for name, matrix in block.matrices.items():
                 if name not in acc:
                     acc[name] = torch.zeros((n, matrix.shape[1]), dtype=matrix.dtype, device=self.device)
                 acc[name].index_copy_(0, idx, matrix)
             norms[idx] = block.train_norm
-            del features, block
+            del block
+            pending.clear()
             self._sync()
-            t_features += t1 - t0
-            t_scores += time.perf_counter() - t1
+            return time.perf_counter() - t0
+
+        for idx, batch in self._device_batches(sub, f"epoch {epoch} training [{c0}:{c1}]", "train"):
+            self._sync()
+            t0 = time.perf_counter()
+            pending.append((idx, self.estimator.featurise_train(batch)))
+            self._sync()
+            t_features += time.perf_counter() - t0
+            if sum(len(i) for i, _ in pending) + size > rows:  # the next batch would not fit in the block
+                t_scores += flush()
+        if pending:
+            t_scores += flush()
         secs = self.stats["seconds"]
         key = f"train_{self.estimator.feature}"
         secs[key] = secs.get(key, 0.0) + t_features

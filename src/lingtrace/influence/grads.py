@@ -48,9 +48,14 @@ class LinearFactors:
         gb = torch.bmm(self.grads, self.grads.transpose(1, 2))
         return (ga * gb).sum((1, 2)).double()
 
-    def materialise(self) -> torch.Tensor:
-        """[B, d_out * d_in]: the per-example gradients flattened as the weight is."""
-        return torch.bmm(self.grads.transpose(1, 2), self.inputs).reshape(self.inputs.shape[0], -1)
+    def materialise(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, d_out * d_in]: the per-example gradients flattened as the weight is (written into the
+        contiguous ``out`` [B, d_out * d_in] when given: no new allocation)."""
+        b, d_in, d_out = self.inputs.shape[0], self.inputs.shape[-1], self.grads.shape[-1]
+        if out is None:
+            return torch.bmm(self.grads.transpose(1, 2), self.inputs).reshape(b, -1)
+        torch.bmm(self.grads.transpose(1, 2), self.inputs, out=out.view(b, d_out, d_in))
+        return out
 
 
 def factored_cost(positions_a: float, positions_b: float, d_in: int, d_out: int) -> float:
@@ -85,8 +90,10 @@ class BatchGrads:
     mask: torch.Tensor
     loss: torch.Tensor  # [B]
     vocab_size: int = 0
-    #: factored nn.Linear weights (name -> factors); their names are not in ``dense``
+    #: nn.Linear weights whose gradients left the pass as factors (name -> factors); not in ``dense``
     factors: dict[str, LinearFactors] = field(default_factory=dict)
+    #: the squared norms [B] (float64) when already computed (``sq_norms`` returns them)
+    sq: torch.Tensor | None = None
 
     @property
     def has_emb(self) -> bool:
@@ -109,6 +116,8 @@ class BatchGrads:
 
     def sq_norms(self) -> torch.Tensor:
         """Squared gradient norm per example over every selected parameter [B] (float64)."""
+        if self.sq is not None:
+            return self.sq
         b = int(self.loss.shape[0])
         out = torch.zeros(b, dtype=torch.float64, device=self.loss.device)
         for g in self.dense.values():
@@ -130,7 +139,10 @@ class PerSampleGradients:
     ``nn.Linear`` weights are kept factored (module docstring; ``materialised``, the default, keeps
     none); ``auto`` decides at the first batch from the layers' sizes and ``avg_tokens`` (the mean
     example length; the first batch's length when None). ``factored`` is the decision (set after
-    the first call).
+    the first call). ``probe_all`` takes every candidate Linear weight's gradient out of the pass as
+    factors, also those the cost model materialises (``probed``; the consumer materialises them with
+    ``LinearFactors.materialise``, e.g. straight into a product block), so that the pass itself never
+    allocates the per-example weight gradients.
     """
 
     def __init__(
@@ -141,6 +153,7 @@ class PerSampleGradients:
         task: Task | None = None,
         linear_path: str = "materialised",
         avg_tokens: float | None = None,
+        probe_all: bool = False,
     ):
         if linear_path not in LINEAR_PATHS:
             raise ValueError(f"linear_path must be one of {', '.join(LINEAR_PATHS)}, got {linear_path!r}")
@@ -154,7 +167,9 @@ class PerSampleGradients:
         self.with_emb = tracked.word_embedding is not None
         self.word_weight = model.get_input_embeddings().weight
         self.buffers = dict(model.named_buffers())
-        self.linears = _linear_weights(model, tracked) if linear_path != "materialised" else {}
+        self.probe_all = bool(probe_all)
+        self.linears = _linear_weights(model, tracked) if (linear_path != "materialised" or self.probe_all) else {}
+        #: the weights whose scores are kept factored (the cost model's choice; None before the first call)
         self.factored: list[str] | None = None if self.linears else []
         self._state: dict | None = None
         self._shapes: dict[int, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
@@ -163,10 +178,23 @@ class PerSampleGradients:
             self._build()
 
     @property
+    def probed(self) -> list[str]:
+        """The Linear weights whose gradients leave the pass as factors (``BatchGrads.factors``)."""
+        if self.factored is None:
+            return []
+        return list(self.linears) if self.probe_all else list(self.factored)
+
+    @property
     def dense_names(self) -> list[str]:
-        """The tracked dense parameters whose per-example gradients are materialised."""
-        skip = set(self.factored or ())
+        """The tracked dense parameters whose per-example gradients the pass materialises."""
+        skip = set(self.probed)
         return [n for n in self.tracked.dense_names if n not in skip]
+
+    @property
+    def materialised_factors(self) -> list[str]:
+        """Probed weights the cost model materialises (outside the pass)."""
+        kept = set(self.factored or ())
+        return [n for n in self.probed if n not in kept]
 
     def _constants(self) -> dict[str, torch.Tensor]:
         """Parameters that are not differentiated (the factored weights among them), passed as constants."""
@@ -197,7 +225,7 @@ class PerSampleGradients:
     def _patched(self):
         """The factored (or, before the decision, candidate) Linear modules with a forward that records
         their input and adds their probe (in the "grad" state) or their output's shape ("shapes")."""
-        names = self.linears if self.factored is None else {n: self.linears[n] for n in self.factored}
+        names = self.linears if self.factored is None else {n: self.linears[n] for n in self.probed}
         patched = []
         for name, module in names.items():
 
@@ -278,15 +306,15 @@ class PerSampleGradients:
                 self._decide({n: named[n].detach() for n in self.tracked.dense_names}, embeds, inputs)
             params = {n: named[n].detach() for n in self.dense_names}
             probes = {}
-            if self.factored:
+            if self.probed:
                 shapes = self._output_shapes(params, embeds, inputs)
-                probes = {n: torch.zeros((b, *shapes[n][0]), dtype=shapes[n][1], device=ids.device) for n in self.factored}
+                probes = {n: torch.zeros((b, *shapes[n][0]), dtype=shapes[n][1], device=ids.device) for n in self.probed}
             out, (loss, acts) = self._grad(params, embeds, inputs, probes)
         g_params, g_embeds, g_probes = (out if self.with_emb else (out[0], None, out[1]))
         dense = {n: g_params[n].reshape(b, -1) for n in self.dense_names}
         factors = {}
         dtype = self.word_weight.dtype  # the parameters' (autocast may have made the activations half)
-        for n in self.factored:
+        for n in self.probed:
             d_out, d_in = self.tracked_shape(n)
             factors[n] = LinearFactors(acts[n].reshape(b, -1, d_in).to(dtype), g_probes[n].reshape(b, -1, d_out).to(dtype))
         return BatchGrads(

@@ -67,17 +67,70 @@ def restrict_groups(groups: dict[str, list[str]], names) -> dict[str, list[str]]
     return {g: ns for g, ns in out.items() if ns}
 
 
+def dense_rows(g: BatchGrads, name: str) -> torch.Tensor:
+    """[B, numel] per-example gradients of a dense parameter: as the pass gave them, or materialised
+    from its factors (a probed Linear weight)."""
+    return g.dense[name] if name in g.dense else g.factors[name].materialise()
+
+
 class DenseTerm(Term):
+    """Dense parameters, one [m, numel] matrix each; a training batch's products are one matrix product
+    per parameter (``dots``), or per parameter over a ``DenseBlock`` of several batches (``block_dots``)."""
+
     def __init__(self, m: int, numel: dict[str, int], groups: dict[str, list[str]], dtype: torch.dtype, device: torch.device):
         self.groups = restrict_groups(groups, numel)
         self.mats = {name: torch.empty((m, n), dtype=dtype, device=device) for name, n in numel.items()}
 
     def add(self, idx, g):
         for name, mat in self.mats.items():
-            mat[idx] = g.dense[name]
+            mat[idx] = dense_rows(g, name)
 
     def dots(self, g):
-        return sum_groups(self.groups, lambda name: g.dense[name] @ self.mats[name].T)
+        return sum_groups(self.groups, lambda name: dense_rows(g, name) @ self.mats[name].T)
+
+    def block_dots(self, block: DenseBlock):
+        n = block.rows
+        return sum_groups(self.groups, lambda name: block.bufs[name][:n] @ self.mats[name].T)
+
+
+class DenseBlock:
+    """Several training batches' dense per-example gradients, gathered into one [rows, numel] buffer
+    per parameter so that their products with the resident test gradients are one large matrix product
+    per parameter instead of one per batch. A product of B training rows with m resident test rows
+    reads the test matrix once for B rows: with B of the batch size (16) it is memory-bound; the block
+    makes B large. Probed Linear weights are materialised straight into the buffer (no per-batch
+    allocation); the buffers are allocated once and reused."""
+
+    def __init__(self, capacity: int, numel: dict[str, int], dtype: torch.dtype, device: torch.device):
+        self.capacity = int(capacity)
+        self.bufs = {name: torch.empty((self.capacity, n), dtype=dtype, device=device) for name, n in numel.items()}
+        self.rows = 0
+
+    def fits(self, numel: dict[str, int], capacity: int, dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether this block's buffers serve that shape (reused across checkpoints)."""
+        return (
+            self.capacity == capacity
+            and {n: b.shape[1] for n, b in self.bufs.items()} == numel
+            and all(b.dtype == dtype and b.device == device for b in self.bufs.values())
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.bufs.values())
+
+    def write(self, g: BatchGrads) -> None:
+        """Append a batch's rows (its dense gradients copied, its probed Linear weights materialised)."""
+        b = int(g.loss.shape[0])
+        r0, r1 = self.rows, self.rows + b
+        for name, buf in self.bufs.items():
+            if name in g.dense:
+                buf[r0:r1].copy_(g.dense[name])
+            else:
+                g.factors[name].materialise(out=buf[r0:r1])
+        self.rows = r1
+
+    def clear(self) -> None:
+        self.rows = 0
 
 
 class FactoredTerm(Term):

@@ -181,7 +181,7 @@ def checkpoint_factory(freeze_embeddings: bool = False) -> Callable[[Any], torch
     def load(path):
         from lingtrace.models.loading import freeze_word_embeddings, load_checkpoint
 
-        model, _ = load_checkpoint(Path(path))
+        model, _ = load_checkpoint(Path(path), with_tokenizer=False)
         if freeze_embeddings:
             freeze_word_embeddings(model)
         return model

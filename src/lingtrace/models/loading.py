@@ -135,7 +135,7 @@ def _hub_precheck(name: str) -> None:
         )
 
 
-def _load(source: str, local: bool, fix: str = _LOCAL_FIX, kind: str = "encoder-classifier", **model_kwargs):
+def _load(source: str, local: bool, fix: str = _LOCAL_FIX, kind: str = "encoder-classifier", with_tokenizer: bool = True, **model_kwargs):
     import torch
     from transformers import AutoTokenizer
 
@@ -149,7 +149,7 @@ def _load(source: str, local: bool, fix: str = _LOCAL_FIX, kind: str = "encoder-
         _hub_precheck(source)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source) if with_tokenizer else None
             model = model_class(kind).from_pretrained(source, dtype=torch.float32, **model_kwargs)
     except LingtraceError:
         raise
@@ -201,10 +201,11 @@ def load_model_and_tokenizer(mcfg: ModelConfig, num_labels: int, label_names: li
     return model, tokenizer
 
 
-def load_checkpoint(path: str | os.PathLike):
+def load_checkpoint(path: str | os.PathLike, with_tokenizer: bool = True):
     """(model, tokenizer) from a checkpoint directory written by ``save_pretrained`` or lingtrace's trainer
     (truncated layers and label names are in its config.json). Weights are read from safetensors only: a
-    pickled ``pytorch_model.bin`` in a run directory is never loaded."""
+    pickled ``pytorch_model.bin`` in a run directory is never loaded. ``with_tokenizer=False`` skips
+    the tokenizer (None; a multilingual one takes a second or two to load)."""
     d = Path(path)
     pruned = _pruned_by(d)
     if pruned and not d.is_dir():
@@ -219,9 +220,9 @@ def load_checkpoint(path: str | os.PathLike):
 
     record = decoder_record(d)
     if record is None:
-        return _load(str(d), True, fix=fix, use_safetensors=True)
+        return _load(str(d), True, fix=fix, with_tokenizer=with_tokenizer, use_safetensors=True)
     if not record.get("lora"):
-        return _load(str(d), True, fix=fix, kind=record.get("kind", "causal-lm"), use_safetensors=True)
+        return _load(str(d), True, fix=fix, kind=record.get("kind", "causal-lm"), with_tokenizer=with_tokenizer, use_safetensors=True)
     return _load_lora(d, record, fix)
 
 

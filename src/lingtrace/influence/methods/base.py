@@ -12,6 +12,10 @@ timing, resumption, sharding across ranks and the sink are its. A method answers
 * the per-example features of a batch (``featurise``: gradients, preconditioned gradients, hidden
   states), the resident form of a test chunk's features (``resident``) and the normalised scores of a
   training batch against them (``score``);
+* optionally, how many training examples it scores in one call (``size_block`` with the memory left
+  once the test chunk is resident, then ``product_rows``): the engine then hands it several batches'
+  features at once (``featurise_train`` per batch, ``score_many`` per block), so that a method can
+  make one large product of them instead of one per batch;
 * what to release at the end of a checkpoint (``finish``).
 
 Per checkpoint the engine stores the matrices ``outputs()`` names ([test x train] each, ``scores``
@@ -143,6 +147,26 @@ class Estimator(ABC):
     @abstractmethod
     def score(self, resident: Resident, features: Any) -> BlockScores:
         """Normalised scores of a training batch's features against the resident chunk."""
+
+    # -- optional: scoring several training batches at once ------------------------
+    #: training examples scored in one ``score_many`` call (None: one batch at a time)
+    product_rows: int | None = None
+
+    def size_block(self, free_bytes: float) -> None:
+        """Memory ``free_bytes`` is left at this checkpoint once the test chunk is resident: a method may
+        set ``product_rows`` from it (default: one batch at a time)."""
+
+    def featurise_train(self, batch: Batch) -> Any:
+        """The features of a training batch (default: ``featurise``); a blocking method may gather them."""
+        return self.featurise(batch)
+
+    def score_many(self, resident: Resident, features: list[Any]) -> BlockScores:
+        """Scores of several training batches, rows in their order (default: ``score`` each)."""
+        if len(features) == 1:
+            return self.score(resident, features[0])
+        blocks = [self.score(resident, f) for f in features]
+        mats = {k: torch.cat([b.matrices[k] for b in blocks]) for k in blocks[0].matrices}
+        return BlockScores(mats, torch.cat([b.train_norm for b in blocks]))
 
     def finish(self) -> None:
         """Release what ``prepare`` set up."""

@@ -21,7 +21,7 @@ from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.plan import GROUP_PREFIX, SCORES
 from lingtrace.influence.projection import CountSketch
-from lingtrace.influence.terms import DenseTerm, FactoredTerm, PairsTerm, SketchTerm, Term, VocabTerm
+from lingtrace.influence.terms import DenseBlock, DenseTerm, FactoredTerm, PairsTerm, SketchTerm, Term, VocabTerm
 from lingtrace.influence.memory import available_memory
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class GradientEstimator(Estimator):
             log.warning("%s is exact: influence.projection_dim applies to tracin only", self.name)
         self._breakdown = bool(options.breakdown) and self.projection_dim is None
         self.ctx: CheckpointContext | None = None
+        self._block: DenseBlock | None = None
 
     @property
     def breakdown(self) -> bool:
@@ -71,9 +72,19 @@ class GradientEstimator(Estimator):
     def prepare(self, ctx):
         self.ctx = ctx
         path = self.tuning.linear_path if (self.factorable and self.projection_dim is None) else "materialised"
+        # product blocks: exact methods whose gradients are used as they are (no transform, no sketch);
+        # their Linear weights leave the pass as factors and are materialised into the block
+        self.blocking = path != "materialised" and self.tuning.product_rows != 0
         self.psg = PerSampleGradients(
-            ctx.model, ctx.tracked, autocast_dtype=ctx.autocast, task=ctx.task, linear_path=path, avg_tokens=ctx.avg_tokens
+            ctx.model,
+            ctx.tracked,
+            autocast_dtype=ctx.autocast,
+            task=ctx.task,
+            linear_path=path,
+            avg_tokens=ctx.avg_tokens,
+            probe_all=self.blocking,
         )
+        self.product_rows = None
         self.groups = ctx.tracked.dense_groups()
         self.sketch = None
         if self.projection_dim is not None:
@@ -89,8 +100,12 @@ class GradientEstimator(Estimator):
             per_test = self.projection_dim * itemsize
         else:
             per_test = dense * itemsize + emb
-        # one training batch: its per-example gradients and the transient copies made around them
-        per_train = dense * itemsize * (2 if ctx.device.type == "cuda" else 3) + 2 * emb
+        # one training batch: its per-example gradients and the transient copies made around them; a
+        # probed Linear weight leaves the pass as its positions' inputs and output gradients instead
+        probed = {n: m.weight for n, m in self.psg.linears.items()} if self.blocking else {}
+        passed = dense - sum(w.numel() for w in probed.values())
+        factors = sum(avg_tokens * (w.shape[0] + w.shape[1]) for w in probed.values()) * itemsize
+        per_train = passed * itemsize * (2 if ctx.device.type == "cuda" else 3) + 2 * emb + 2 * factors
         return Memory(per_test, per_train)
 
     def outputs(self):
@@ -101,6 +116,55 @@ class GradientEstimator(Estimator):
 
     def featurise(self, batch):
         return self.transform(self.psg(batch))
+
+    # -- product blocks (terms.DenseBlock) ----------------------------------------
+    def size_block(self, free_bytes):
+        """Rows of the product block: as many whole batches as fit in ``free_bytes`` and the block this
+        estimator already holds (at most ``Tuning.product_rows``, default 128: on the 2-core CPU the
+        products run at 90 GFLOP/s there against 55 at one batch of 16, BENCHMARKS.md); no block when
+        not even two batches fit or nothing is materialised. A block is allocated once and reused by
+        every later checkpoint (its first fill page-faults it: about 1 s per 0.6 GB here)."""
+        self.product_rows = None
+        if not self.blocking:
+            return
+        numel = self._block_numel()
+        per_row = sum(numel.values()) * self.ctx.itemsize
+        if not per_row:
+            return
+        batch = self.ctx.batch_size
+        cap = int(self.tuning.product_rows or 128)
+        held = self._block.nbytes if self._block is not None else 0
+        rows = min(cap, int((free_bytes + held) // per_row)) // batch * batch
+        if self._block is not None and self._block.capacity >= rows >= 2 * batch and self._block.fits(
+            numel, self._block.capacity, self.ctx.dtype, self.ctx.device
+        ):
+            rows = self._block.capacity  # keep the block already made (no new allocation, no new page faults)
+        if rows < 2 * batch:
+            return
+        self.product_rows = rows
+        block = self._block
+        if block is None or not block.fits(numel, rows, self.ctx.dtype, self.ctx.device):
+            self._block = None  # release before allocating the new one
+            self._block = DenseBlock(rows, numel, self.ctx.dtype, self.ctx.device)
+        self._block.clear()
+
+    def _block_numel(self) -> dict[str, int]:
+        """The dense products' parameters (tracked order): the pass's dense gradients and the probed
+        Linear weights the cost model materialises."""
+        names = {*self.psg.dense_names, *self.psg.materialised_factors}
+        return {n: self.ctx.tracked.numel[n] for n in self.ctx.tracked.dense_names if n in names}
+
+    def featurise_train(self, batch):
+        g = self.featurise(batch)
+        if self.product_rows is None:
+            return g
+        g.sq = g.sq_norms()
+        self._block.write(g)
+        # what the block now holds is dropped from the batch; the factored terms keep their factors
+        kept = set(self.psg.factored or ())
+        g.dense = {}
+        g.factors = {n: f for n, f in g.factors.items() if n in kept}
+        return g
 
     def _embedding_method(self, chunk: Examples) -> str:
         """``vocab`` on a GPU when it fits (no host synchronisation); ``pairs`` (memory-lean) otherwise."""
@@ -122,7 +186,7 @@ class GradientEstimator(Estimator):
                 terms.append(VocabTerm(m, chunk.ids, self.psg.vocab_size, ctx.hidden, ctx.dtype, ctx.device))
             else:
                 terms.append(PairsTerm(m))
-        numel = {n: ctx.tracked.numel[n] for n in self.psg.dense_names}
+        numel = self._block_numel()  # the pass's dense gradients and the probed weights materialised
         if numel:  # every selected parameter may be a factored Linear weight
             terms.append(DenseTerm(m, numel, self.groups, ctx.dtype, ctx.device))
         if self.psg.factored:
@@ -143,15 +207,28 @@ class GradientEstimator(Estimator):
         return GradientResident(test_norm=sq.sqrt(), terms=terms)
 
     def score(self, resident: GradientResident, g: BatchGrads) -> BlockScores:
+        return self.score_many(resident, [g])
+
+    def score_many(self, resident: GradientResident, gs: list[BatchGrads]) -> BlockScores:
         dtype = self.ctx.dtype
+        blocked = self.product_rows is not None
         groups: dict[str, torch.Tensor] = {}
         scores = None
         for term in resident.terms:
-            per_group, total = term.dots(g)
+            if blocked and isinstance(term, DenseTerm):
+                per_group, total = term.block_dots(self._block)
+            elif len(gs) == 1:
+                per_group, total = term.dots(gs[0])
+            else:
+                parts = [term.dots(g) for g in gs]
+                per_group = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+                total = torch.cat([p[1] for p in parts])
             for k, v in per_group.items():
                 groups[k] = v if k not in groups else groups[k].add_(v)
             scores = total.to(dtype, copy=True) if scores is None else scores.add_(total.to(dtype))
-        train_norm = g.sq_norms().sqrt()
+        if blocked:
+            self._block.clear()
+        train_norm = (gs[0].sq_norms() if len(gs) == 1 else torch.cat([g.sq_norms() for g in gs])).sqrt()
         out = {SCORES: scores}
         if self.breakdown:
             out.update({GROUP_PREFIX + k: v.to(dtype) for k, v in groups.items()})
@@ -160,4 +237,6 @@ class GradientEstimator(Estimator):
         return BlockScores(out, train_norm)
 
     def finish(self):
+        # the product block is kept: the next checkpoint reuses its buffers (``size_block``)
         self.ctx = self.psg = self.sketch = None
+        self.product_rows = None
