@@ -295,3 +295,24 @@ def test_influence_flags_are_generated_from_the_options_dataclass():
     assert cfg.influence.breakdown is False and cfg.influence.batch_size == 8 and cfg.influence.mode == "dot"
     with pytest.raises(SystemExit):
         parser.parse_args(["influence", "r", "--mode", "nonsense"])
+
+
+def test_allocator_tuning_applies_on_glibc_and_can_be_turned_off(monkeypatch):
+    """The CLI's allocator settings (utils.tune_allocator): refused on request, applied on glibc Linux,
+    and large buffers still allocate, fill and free afterwards."""
+    import platform
+    import sys
+
+    import torch
+
+    from lingtrace.utils import tune_allocator
+
+    monkeypatch.setenv("LINGTRACE_MALLOC", "system")
+    assert tune_allocator() is False
+    monkeypatch.delenv("LINGTRACE_MALLOC")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert tune_allocator() is glibc
+    for _ in range(3):  # above glibc's 32 MiB mmap ceiling: now served by the heap
+        x = torch.ones(24 << 20)
+        assert float(x.sum()) == float(24 << 20)
+        del x
