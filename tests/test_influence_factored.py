@@ -131,3 +131,18 @@ def test_product_blocks_equal_brute_force_float64(arch, path):
             for group, values in got.groups[e].items():
                 np.testing.assert_allclose(values, none.groups[e][group], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(got.train_norm[2], none.train_norm[2], rtol=1e-9)
+
+
+def test_blocks_only_where_one_batch_is_memory_bound():
+    """Blocks by default only where a batch's product with the resident test gradients does fewer
+    than MACHINE_BALANCE flops per byte (B m / (2 (B + m))): 16 x 50 (the demo) is, 64 x 50 is not."""
+    from lingtrace.influence.methods.gradient import MACHINE_BALANCE, memory_bound
+
+    assert memory_bound(16, 50) and not memory_bound(64, 50) and memory_bound(2, 5)
+    assert 16 * 50 / (2 * 66) < MACHINE_BALANCE < 64 * 50 / (2 * 114)
+    states = _checkpoints(n=1, seed=9)
+    train = _examples(9, seed=3, prefix="z")
+    for batch, n_test, path, blocks in ((2, 4, "auto", True), (64, 50, "auto", False), (2, 4, "materialised", False)):
+        tracin = TracIn(_factory(), states, dtype="float64", batch_size=batch, linear_path=path, show_progress=False)
+        tracin.scores(train, _examples(n_test, seed=4, prefix="t"))
+        assert tracin.engine.estimator.blocking is blocks, (batch, n_test, path)

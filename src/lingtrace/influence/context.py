@@ -45,6 +45,8 @@ class CheckpointContext:
     stream: Callable[[Examples, str], Iterator[tuple[torch.Tensor, Batch]]] | None = None
     #: mean tokens per example over the training and test examples (None when not known)
     avg_tokens: float | None = None
+    #: test examples being scored (None when not known)
+    n_test: int | None = None
 
     @property
     def epoch(self) -> int:

@@ -81,6 +81,7 @@ class Engine:
         self._tracked_sig = None
         self.collate: Callable | None = None  # the task's collate with the pad id bound (set at each load)
         self.avg_tokens: float | None = None  # of the examples being scored (set by run and make_plan)
+        self.n_test: int | None = None  # test examples being scored (set by run and make_plan)
         kind = estimator.pass_kind
         self.stats: dict[str, Any] = {
             f"{kind}_passes": 0,
@@ -134,6 +135,7 @@ class Engine:
             train=train,
             stream=lambda ex, desc: self._device_batches(ex, desc, "train"),
             avg_tokens=self.avg_tokens,
+            n_test=self.n_test,
         )
         t0 = time.perf_counter()
         self.estimator.prepare(ctx)
@@ -175,7 +177,7 @@ class Engine:
 
     def make_plan(self, train: Examples, test: Examples, world: int = 1) -> Plan:
         """The plan for these examples (loads the first checkpoint to size the features)."""
-        self.avg_tokens = _avg_tokens(train, test)
+        self.avg_tokens, self.n_test = _avg_tokens(train, test), len(test)
         self.load(0)
         plan = self.plan(len(train), len(test), _avg_tokens(train, test), world)
         self.estimator.finish()
@@ -192,7 +194,7 @@ class Engine:
         if len(train) == 0 or len(test) == 0:
             raise errors.NoExamples("influence needs at least one training and one test example")
         plan = sink.plan
-        self.avg_tokens = _avg_tokens(train, test)
+        self.avg_tokens, self.n_test = _avg_tokens(train, test), len(test)
         bar = progress(total=len(self.checkpoints), desc="checkpoints", disable=None if self.tuning.show_progress else True)
         for index, ckpt in enumerate(self.checkpoints):
             epoch = ckpt.epoch

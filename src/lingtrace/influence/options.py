@@ -146,7 +146,8 @@ class Tuning:
     embedding_method: str = "auto"  # word-embedding products: pairs (token matching), vocab (dense over the test vocabulary)
     linear_path: str = "auto"  # nn.Linear weights (tracin): auto (cost model, grads.py), materialised, factored (position pairs)
     #: training examples per product block (tracin, exact): the most rows gathered before one matrix
-    #: product per parameter (None: up to 256 as memory allows; 0: no blocks, one product per batch)
+    #: product per parameter (None: up to 128 as memory allows, when one batch's products would be
+    #: memory-bound, methods/gradient.memory_bound; 0: no blocks, one product per batch)
     product_rows: int | None = None
     profile: bool = False  # on a GPU, synchronise around each part so the per-part seconds are exact
     memory_fraction: float | None = None  # share of free memory for resident test features (default: 0.85 GPU, 0.5 CPU)
