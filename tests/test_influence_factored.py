@@ -146,3 +146,25 @@ def test_blocks_only_where_one_batch_is_memory_bound():
         tracin = TracIn(_factory(), states, dtype="float64", batch_size=batch, linear_path=path, show_progress=False)
         tracin.scores(train, _examples(n_test, seed=4, prefix="t"))
         assert tracin.engine.estimator.blocking is blocks, (batch, n_test, path)
+
+
+def test_product_block_allocated_once_and_reused_by_later_checkpoints(monkeypatch):
+    """The block's buffers are made at the first checkpoint and kept by the later ones (no second
+    allocation, so no second round of page faults)."""
+    import lingtrace.influence.methods.gradient as gradient
+
+    made = []
+
+    class Counting(gradient.DenseBlock):
+        def __init__(self, *a, **k):
+            made.append(a[0])
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(gradient, "DenseBlock", Counting)
+    states = _checkpoints(n=3, seed=11)
+    train, test = _examples(10, seed=3, prefix="z"), _examples(4, seed=4, prefix="t")
+    ref = brute_force(_factory(), states, train, test, "cosine")
+    tracin = TracIn(_factory(), states, dtype="float64", batch_size=2, product_rows=6, show_progress=False)
+    got = tracin.scores(train, test)
+    assert made == [6]
+    assert _rel(got.total, ref.sum(0)) <= 1e-6

@@ -108,13 +108,9 @@ class DenseBlock:
         self.bufs = {name: torch.empty((self.capacity, n), dtype=dtype, device=device) for name, n in numel.items()}
         self.rows = 0
 
-    def fits(self, numel: dict[str, int], capacity: int, dtype: torch.dtype, device: torch.device) -> bool:
-        """Whether this block's buffers serve that shape (reused across checkpoints)."""
-        return (
-            self.capacity == capacity
-            and {n: b.shape[1] for n, b in self.bufs.items()} == numel
-            and all(b.dtype == dtype and b.device == device for b in self.bufs.values())
-        )
+    def serves(self, numel: dict[str, int], dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether these buffers hold those parameters in that dtype and device (reused across checkpoints)."""
+        return {n: b.shape[1] for n, b in self.bufs.items()} == numel and all(b.dtype == dtype and b.device == device for b in self.bufs.values())
 
     @property
     def nbytes(self) -> int:

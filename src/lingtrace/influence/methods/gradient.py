@@ -143,9 +143,10 @@ class GradientEstimator(Estimator):
     def size_block(self, free_bytes):
         """Rows of the product block: as many whole batches as fit in ``free_bytes`` and the block this
         estimator already holds (at most ``Tuning.product_rows``, default 128: on the 2-core CPU the
-        products run at 90 GFLOP/s there against 55 at one batch of 16, BENCHMARKS.md); no block when
-        not even two batches fit or nothing is materialised. A block is allocated once and reused by
-        every later checkpoint (its first fill page-faults it: about 1 s per 0.6 GB here)."""
+        products run at 90-99 GFLOP/s there against 55 at one batch of 16, BENCHMARKS.md); no block when
+        not even two batches fit or nothing is materialised. A block is allocated once and kept by the
+        later checkpoints while it still fits (its first fill page-faults it: about 5 s for the demo's
+        3.8 GB)."""
         self.product_rows = None
         if not self.blocking:
             return
@@ -154,21 +155,16 @@ class GradientEstimator(Estimator):
         if not per_row:
             return
         batch = self.ctx.batch_size
-        cap = int(self.tuning.product_rows or 128)
         held = self._block.nbytes if self._block is not None else 0
-        rows = min(cap, int((free_bytes + held) // per_row)) // batch * batch
-        if self._block is not None and self._block.capacity >= rows >= 2 * batch and self._block.fits(
-            numel, self._block.capacity, self.ctx.dtype, self.ctx.device
-        ):
-            rows = self._block.capacity  # keep the block already made (no new allocation, no new page faults)
+        rows = min(int(self.tuning.product_rows or 128), int((free_bytes + held) // per_row)) // batch * batch
         if rows < 2 * batch:
             return
-        self.product_rows = rows
         block = self._block
-        if block is None or not block.fits(numel, rows, self.ctx.dtype, self.ctx.device):
+        if block is None or block.capacity > rows or not block.serves(numel, self.ctx.dtype, self.ctx.device):
             self._block = None  # release before allocating the new one
-            self._block = DenseBlock(rows, numel, self.ctx.dtype, self.ctx.device)
-        self._block.clear()
+            self._block = block = DenseBlock(rows, numel, self.ctx.dtype, self.ctx.device)
+        block.clear()
+        self.product_rows = block.capacity
 
     def _block_numel(self) -> dict[str, int]:
         """The dense products' parameters (tracked order): the pass's dense gradients and the probed
