@@ -23,12 +23,12 @@ import time
 import torch
 
 from lingtrace.config import apply_overrides, preset
-from lingtrace.data.readers import load_task
-from lingtrace.data.sampling import prepare_splits
-from lingtrace.influence.decoder_task import task_for
 from lingtrace.influence.grads import PerSampleGradients
 from lingtrace.influence.params import select_params
 from lingtrace.models.loading import load_model_and_tokenizer
+from lingtrace.objectives import objective_for
+from lingtrace.prepare.readers import load_task
+from lingtrace.prepare.sampling import prepare_splits
 
 
 def clock() -> tuple[float, float]:
@@ -62,7 +62,7 @@ def main() -> None:
         model.get_input_embeddings().weight.requires_grad_(False)
     print(f"torch threads {torch.get_num_threads()}; load {time.perf_counter() - start[0]:.1f} s wall")
     print(f"trained parameters {sum(p.numel() for p in model.parameters() if p.requires_grad):,}")
-    task = task_for(cfg, names)
+    task = objective_for(cfg, names)
     mlen, prefix = cfg.model.max_length, cfg.model.text_prefix
 
     bs = cfg.train.batch_size
@@ -88,7 +88,7 @@ def main() -> None:
     score = timed(lambda: task.class_scores(model, tokenizer, dev.iloc[:n_dev], mlen, prefix), 1)
     ib = cfg.influence.batch_size
     examples = task.examples(train.iloc[:ib], tokenizer, mlen, prefix)
-    grads = PerSampleGradients(model, select_params(model), task=task)
+    grads = PerSampleGradients(model, select_params(model), objective=task)
     gbatch = task.collate(examples.ids, examples.labels, task.pad_id(model))
     per_example = timed(lambda: grads(gbatch), 1)
 

@@ -54,9 +54,9 @@ def _quiet() -> None:
 def build(args, workdir: Path):
     """Examples (real emoji names, 5 languages), a tiny XLM-R and E checkpoint state dicts."""
     from lingtrace.config import DataConfig
-    from lingtrace.data.readers import load_task
-    from lingtrace.data.sampling import prepare_splits
     from lingtrace.influence.tracin import Examples
+    from lingtrace.prepare.readers import load_task
+    from lingtrace.prepare.sampling import prepare_splits
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny models are test support
     from support.tiny import make_tiny_model_dir
 
@@ -101,8 +101,7 @@ def _batches(ex, batch_size, pad_id):
     """The engine's batches (shortest first, the pad id bound)."""
     from functools import partial
 
-    from lingtrace.influence.examples import batches
-    from lingtrace.influence.task import collate
+    from lingtrace.objectives import batches, collate
 
     return batches(ex, batch_size, partial(collate, pad_id=pad_id), sort=True)
 

@@ -67,10 +67,9 @@ def write_stand_in_moments(run_dir: Path, batches: int = 4, batch_size: int = 16
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    from lingtrace.influence.examples import Examples
     from lingtrace.influence.methods.adam_cosine import SECOND_MOMENTS_FILE, SECOND_MOMENTS_FORMAT
-    from lingtrace.influence.task import collate
     from lingtrace.influence.tracin import checkpoint_factory
+    from lingtrace.objectives import Examples, collate
     from lingtrace.run import RunDir, read_manifest, read_split
 
     run = RunDir(run_dir)

@@ -55,18 +55,18 @@ def load_inputs(run_dir: Path, short: bool, train_limit: int | None):
     if short:
         for frame in (train, test):
             frame[schema.TEXT_A] = frame[schema.TEXT_A].str.split(":").str[0]
-    inputs.train = inputs.task.examples(train, tok, cfg.model.max_length, cfg.model.text_prefix)
-    inputs.test = inputs.task.examples(test, tok, cfg.model.max_length, cfg.model.text_prefix)
+    inputs.train = inputs.objective.examples(train, tok, cfg.model.max_length, cfg.model.text_prefix)
+    inputs.test = inputs.objective.examples(test, tok, cfg.model.max_length, cfg.model.text_prefix)
     return cfg, inputs
 
 
 def floor(cfg, inputs, checkpoints: int | None) -> float:
     """Seconds of the strict floor: the (N + M) * E per-example gradient passes alone (every gradient
     materialised by the vmapped pass, batched and sorted as the engine does), nothing else."""
-    from lingtrace.influence.examples import batches
     from lingtrace.influence.grads import PerSampleGradients
     from lingtrace.influence.params import select_params
     from lingtrace.influence.tracin import checkpoint_factory
+    from lingtrace.objectives import batches
 
     points = inputs.checkpoints[-checkpoints:] if checkpoints else inputs.checkpoints
     load = checkpoint_factory(cfg.model.freeze_embeddings)
@@ -75,8 +75,8 @@ def floor(cfg, inputs, checkpoints: int | None) -> float:
     for c in points:
         model = load(c.source).float().eval()
         model.set_attn_implementation("eager")
-        psg = PerSampleGradients(model, select_params(model), task=inputs.task, linear_path="materialised")
-        collate = lambda ids, labels, pin=False: inputs.task.collate(ids, labels, pad_id=inputs.pad_id, pin=pin)  # noqa: E731
+        psg = PerSampleGradients(model, select_params(model), objective=inputs.objective, linear_path="materialised")
+        collate = lambda ids, labels, pin=False: inputs.objective.collate(ids, labels, pad_id=inputs.pad_id, pin=pin)  # noqa: E731
         t0 = time.perf_counter()
         for ex in (inputs.test, inputs.train):
             for _, batch in batches(ex, size, collate, True, False):
@@ -100,7 +100,7 @@ def score(cfg, inputs, path: str, checkpoints: int | None):
         show_progress=False,
         linear_path=path,
         product_rows=int(rows) if rows else None,
-        task=inputs.task,
+        objective=inputs.objective,
     )
     t0 = time.perf_counter()
     res = tracin.scores(inputs.train, inputs.test, pad_id=inputs.pad_id)

@@ -153,10 +153,10 @@ def test_analyze_errors_are_one_line(synthetic, capsys):
     assert "influence" in err and err.count("\n") == 1
 
 
-def test_readme_documents_every_table():
+def test_docs_document_every_table():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "analyses.md").read_text(encoding="utf-8")
     assert table_specs.markdown_reference() in readme
 
 

@@ -225,12 +225,15 @@ def test_run_takes_a_preset_and_the_common_options(tmp_path, capsys):
 
 
 def test_constant_model_is_flagged_and_every_file_has_one_mode(tmp_path, tiny_model_dir, capsys, caplog):
-    """Training labels all one class: the final model predicts a constant, which the CLI summary,
-    `select` and the report say plainly. The whole run (influence included) has one file mode."""
+    """Training labels nearly all one class (a training sample of one class is refused by `prepare`): the final
+    model predicts a constant, which the CLI summary, `select` and the report say plainly. The whole run
+    (influence included) has one file mode."""
     from lingtrace.io import FILE_MODE
 
     table = toy_table()
-    table.loc[table["split"] == "train", "label"] = "pos"
+    train = table["split"] == "train"
+    table.loc[train, "label"] = "pos"
+    table.loc[train & table["translation_id"].astype(int).isin([0, 1, 2]), "label"] = "neg"  # 1 in 4 of the pool
     data = tmp_path / "constant.csv"
     table.to_csv(data, index=False)
     out = tmp_path / "run"
@@ -283,7 +286,7 @@ def test_influence_flags_are_generated_from_the_options_dataclass():
 
     from lingtrace.cli import _flag_overrides, build_parser
     from lingtrace.config import Config, apply_overrides
-    from lingtrace.influence.options import InfluenceOptions
+    from lingtrace.config.influence import InfluenceOptions
 
     parser = build_parser()
     text = parser._subparsers._group_actions[0].choices["influence"].format_help()
@@ -316,3 +319,39 @@ def test_allocator_tuning_applies_on_glibc_and_can_be_turned_off(monkeypatch):
         x = torch.ones(24 << 20)
         assert float(x.sum()) == float(24 << 20)
         del x
+
+
+def test_prepare_names_a_label_typo_and_refuses_a_training_sample_without_a_class(tmp_path, tiny_model_dir, caplog, capsys):
+    """A row whose label says 'langauge' instead of 'language' would become a class of its own: prepare names it
+    in a warning; a training sample of one class, or without a class the dev/test data have, is refused."""
+    table = toy_table()
+    table["label"] = table["label"].map({"neg": "name", "pos": "language"})
+    typo = table.index[(table["split"] == "train") & (table["label"] == "language")][0]
+    table.loc[typo, "label"] = "langauge"
+    data = tmp_path / "typo.csv"
+    table.to_csv(data, index=False)
+    cfg = write_toy_config(tmp_path, data, tiny_model_dir)
+    with caplog.at_level("WARNING"):
+        assert main(["prepare", str(tmp_path / "typo"), "--config", str(cfg), "-q"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "typo" in r.getMessage()]
+    assert len(warned) == 1 and "'langauge' (1 example)" in warned[0]
+    assert "'name'" not in warned[0] and "'language'" not in warned[0]
+    assert read_json(tmp_path / "typo" / "stages" / "prepare.json")["info"]["rare_labels"] == {"langauge": 1}
+
+    # one class in the training split: refused in one line, nothing written
+    single = toy_table()
+    single.loc[single["split"] == "train", "label"] = "pos"
+    single.to_csv(data, index=False)
+    capsys.readouterr()
+    assert main(["prepare", str(tmp_path / "single"), "--config", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lingtrace: error: the training sample holds a single class ('pos')") and err.count("\n") == 1
+    assert not (tmp_path / "single" / "data").exists()
+
+    # a class only the test split has
+    only_test = toy_table()
+    only_test.loc[only_test.index[only_test["split"] == "test"][0], "label"] = "maybe"
+    only_test.to_csv(data, index=False)
+    assert main(["prepare", str(tmp_path / "only-test"), "--config", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "the test sample has class 'maybe' that the training data lacks" in err and err.count("\n") == 1

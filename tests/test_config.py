@@ -36,11 +36,11 @@ def test_presets_are_the_paper_setting(name):
     assert Config.from_dict(c.to_dict()) == c
 
 
-def test_readme_presets_match_the_code():
-    """The README's configuration example and presets paragraph name the presets' languages."""
+def test_docs_presets_match_the_code():
+    """The docs' configuration example and presets paragraph name the presets' languages."""
     from pathlib import Path
 
-    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text(encoding="utf-8").split())
     for name, paper in PAPER_SECTION_3.items():
         langs = ", ".join(preset(name).data.languages)
         assert f"`{name}` ({langs}; lr {paper['lr_text']})" in readme, name
@@ -152,11 +152,11 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "prepare" in capsys.readouterr().err
 
 
-def test_readme_describes_the_emoji_llm_preset():
-    """README's decoder paragraph states the emoji-llm preset as the code defines it."""
+def test_docs_describe_the_emoji_llm_preset():
+    """The docs' decoder paragraph states the emoji-llm preset as the code defines it."""
     from pathlib import Path
 
-    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text(encoding="utf-8").split())
     c = preset("emoji-llm")
     assert c.model.name == "embedded:smollm2-135m-instruct" and c.model.kind == "causal-lm" and c.data.stratify
     layers = sorted(-i for i in c.model.lora_layers)

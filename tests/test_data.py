@@ -13,7 +13,10 @@ import pytest
 
 from lingtrace.config import DataConfig
 from lingtrace.data import emoji as emoji_mod
-from lingtrace.data.readers import (
+from lingtrace.data.schema import EXAMPLE_COLUMNS, LABEL, LANG, SPLIT, TEXT_A, TEXT_B, TRANSLATION_ID, UID
+from lingtrace.data.tasks import TASKS, get_task
+from lingtrace.errors import LingtraceError
+from lingtrace.prepare.readers import (
     FRAME_COLUMNS,
     finalize_frames,
     load_task,
@@ -23,10 +26,7 @@ from lingtrace.data.readers import (
     read_pawsx_official,
     read_xnli_official,
 )
-from lingtrace.data.sampling import prepare_splits
-from lingtrace.data.schema import EXAMPLE_COLUMNS, LABEL, LANG, SPLIT, TEXT_A, TEXT_B, TRANSLATION_ID, UID
-from lingtrace.data.tasks import TASKS, get_task
-from lingtrace.errors import LingtraceError
+from lingtrace.prepare.sampling import prepare_splits
 
 EMOJI_LOCALES = ["de", "es", "fr", "ru", "zh", "ko", "ja", "en", "it", "hi", "pt"]
 
@@ -735,7 +735,7 @@ def test_stratified_order_every_prefix_is_proportional():
     """Every prefix of the stratified order holds each label within one of its proportional share."""
     import numpy as np
 
-    from lingtrace.data.sampling import _stratified
+    from lingtrace.prepare.sampling import _stratified
 
     rng = np.random.default_rng(5)
     ids = [f"id{i}" for i in range(157)]

@@ -13,13 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lingtrace.influence.decoder_task import CausalLMTask, DecoderClassificationTask
-from lingtrace.influence.examples import Examples
 from lingtrace.influence.grads import PerSampleGradients
 from lingtrace.influence.params import select_params
 from lingtrace.influence.tracin import TracIn
 from lingtrace.models.decoder import IGNORE, causal_additive_mask, position_ids_from_mask, verbaliser_scores
 from lingtrace.models.prompts import PromptFormat
+from lingtrace.objectives import CausalLMObjective, DecoderClassificationObjective, Examples
 from support.tiny import tiny_llama_config
 
 VOCAB = 300
@@ -49,7 +48,7 @@ def tiny_classifier(seed=0, labels=3):
 
 
 def lm_task(side="left"):
-    return CausalLMTask(PromptFormat("unused"), {}, padding_side=side)
+    return CausalLMObjective(PromptFormat("unused"), {}, padding_side=side)
 
 
 def lm_examples(n, seed=0, prefix="x"):
@@ -153,12 +152,12 @@ def _dense_word_grad(grads, batch, vocab):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_per_example_gradients_equal_float64_brute_force(kind, side):
     model = tiny_lm() if kind == "causal-lm" else tiny_classifier()
-    task = lm_task(side) if kind == "causal-lm" else DecoderClassificationTask(side)
+    task = lm_task(side) if kind == "causal-lm" else DecoderClassificationObjective(side)
     ex = lm_examples(6, seed=1) if kind == "causal-lm" else cls_examples(6, seed=1)
     selection = select_params(model)
     assert selection.word_embedding is not None  # every parameter, word embeddings included
     batch = task.collate(ex.ids, ex.labels, pad_id=0)
-    grads = PerSampleGradients(model, selection, task=task)(batch)
+    grads = PerSampleGradients(model, selection, objective=task)(batch)
     ref = reference_model(model)
     want, want_loss = reference_grads(ref, kind, ex, selection.names)
     assert rel(grads.loss, want_loss) < TOL
@@ -173,7 +172,7 @@ def test_tied_trainable_embeddings_are_refused():
     ex = lm_examples(2)
     task = lm_task()
     with pytest.raises(Exception, match="tied"):
-        PerSampleGradients(model, select_params(model), task=task)(task.collate(ex.ids, ex.labels, 0))
+        PerSampleGradients(model, select_params(model), objective=task)(task.collate(ex.ids, ex.labels, 0))
 
 
 # ---------------------------------------------------------------- TracIn against brute force
@@ -229,8 +228,8 @@ def test_tracin_equals_float64_brute_force(kind, mode):
         train, test = cls_examples(5, seed=2, prefix="z"), cls_examples(3, seed=3, prefix="t")
     want = brute_force_tracin(make, states, kind, train, test, mode)
     for side in ("left", "right"):
-        task = lm_task(side) if kind == "causal-lm" else DecoderClassificationTask(side)
-        res = TracIn(make, states, mode=mode, dtype="float64", batch_size=3, task=task, show_progress=False).scores(train, test, pad_id=0)
+        task = lm_task(side) if kind == "causal-lm" else DecoderClassificationObjective(side)
+        res = TracIn(make, states, mode=mode, dtype="float64", batch_size=3, objective=task, show_progress=False).scores(train, test, pad_id=0)
         for e in range(len(states)):
             assert rel(res.per_epoch[e + 1], want[e]) < 1e-6, (side, e)
 
@@ -275,7 +274,7 @@ def test_scorer_picks_the_trained_label():
     length. After training the answer-only loss, held-out prompts are classified from the scores."""
     words = [f"w{i}" for i in range(40)] + ["good", "bad", "yes", "no", "maybe", "Label?"]
     tok = _WordTokenizer(words)
-    task = CausalLMTask(PromptFormat("Label?\n"), {"en": ["yes", "no maybe"]})
+    task = CausalLMObjective(PromptFormat("Label?\n"), {"en": ["yes", "no maybe"]})
     g = np.random.default_rng(5)
 
     def frame(n, prefix):
@@ -328,13 +327,13 @@ def test_lora_gradients_and_tracin_equal_float64_brute_force(kind):
     assert trained and all(".lora_" in n and ".layers.1." in n or n == "score.weight" for n in trained)
     assert ("score.weight" in trained) == (kind == "decoder-classifier")
     ex = lm_examples(5, seed=4) if kind == "causal-lm" else cls_examples(5, seed=4)
-    task = lm_task() if kind == "causal-lm" else DecoderClassificationTask()
-    grads = PerSampleGradients(model, select_params(model), task=task)(task.collate(ex.ids, ex.labels, 0))
+    task = lm_task() if kind == "causal-lm" else DecoderClassificationObjective()
+    grads = PerSampleGradients(model, select_params(model), objective=task)(task.collate(ex.ids, ex.labels, 0))
     want, _ = reference_grads(reference_model(model), kind, ex, trained)
     for name in trained:
         assert rel(grads.dense[name], torch.stack([w[name].reshape(-1) for w in want])) < TOL, name
     train, test = ex, (lm_examples(3, seed=5, prefix="t") if kind == "causal-lm" else cls_examples(3, seed=5, prefix="t"))
-    res = TracIn(make, states, mode="cosine", dtype="float64", batch_size=2, task=task, show_progress=False).scores(train, test, pad_id=0)
+    res = TracIn(make, states, mode="cosine", dtype="float64", batch_size=2, objective=task, show_progress=False).scores(train, test, pad_id=0)
     ref = brute_force_tracin(make, states, kind, train, test, "cosine")
     for e in range(len(states)):
         assert rel(res.per_epoch[e + 1], ref[e]) < 1e-6
@@ -398,7 +397,7 @@ def test_representations_equal_an_unpadded_forward(side):
     got = task.representation(model, task.collate(ex.ids, ex.labels, 0))
     classifier = tiny_classifier()
     cls_ex = cls_examples(4, seed=6)
-    cls_task = DecoderClassificationTask(side)
+    cls_task = DecoderClassificationObjective(side)
     got_cls = cls_task.representation(classifier, cls_task.collate(cls_ex.ids, cls_ex.labels, 0))
     with torch.no_grad():
         for i, (ids, n) in enumerate(zip(ex.ids, ex.labels)):

@@ -77,7 +77,7 @@ def test_lora_run_trains_and_attributes_the_adapters_only(decoder_dirs, cli_conf
     import torch
     from safetensors import safe_open
 
-    from lingtrace.training.checkpoints import FROZEN_SHARD, TRAINED_SHARD
+    from lingtrace.models.checkpoints import FROZEN_SHARD, TRAINED_SHARD
 
     pytest.importorskip("peft")
     out = tmp_path / "run"

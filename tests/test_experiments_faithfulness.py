@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
+from lingtrace import evaluation
 from lingtrace.cli import main
-from lingtrace.experiments import common, lds, noise
+from lingtrace.experiments import lds, noise
 from lingtrace.influence.store import load_scores
 from lingtrace.io import read_json
-from lingtrace.run import RunDir
+from lingtrace.run import RunDir, read_predictions
 from test_experiments import base_run  # noqa: F401 - the tiny base run fixture (module scope)
 
 # ---------------------------------------------------------------- statistics (pure functions)
@@ -101,7 +102,7 @@ def test_summary_row_and_ceiling_by_hand():
 def test_correct_class_margin_is_the_log_odds_of_the_gold_label():
     logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0], [40.0, 0.0, -3.0]], dtype=np.float32)
     labels = np.array([0, 2, 0])
-    got = common.correct_class_margin(logits, labels)
+    got = evaluation.correct_class_margin(logits, labels)
     p = np.exp(logits.astype(np.float64))
     p /= p.sum(axis=1, keepdims=True)
     assert got[:2] == pytest.approx(np.log(p[[0, 1], labels[:2]]) - np.log(1 - p[[0, 1], labels[:2]]))
@@ -161,9 +162,9 @@ def test_lds_end_to_end_scores_every_method_and_reuses_the_retrainings(run, caps
         # exactly the drawn subset, in the base run's order, nothing else changed
         pd.testing.assert_frame_equal(kept.reset_index(drop=True), base_train[masks[j]].reset_index(drop=True))
         assert not list(sub.checkpoints_dir.glob("epoch-*"))  # pruned: LDS reads only the kept ids and the logits
-        preds = common.read_predictions(sub)
+        preds = read_predictions(sub)
         logits = np.stack(preds["logits"].to_numpy())
-        np.testing.assert_allclose(preds["margin"], common.correct_class_margin(logits, preds["label"].to_numpy()))
+        np.testing.assert_allclose(preds["margin"], evaluation.correct_class_margin(logits, preds["label"].to_numpy()))
         mine = margins[margins["subset"] == j].set_index("test_uid").loc[selected["uid"].astype(str)]
         np.testing.assert_allclose(mine["margin"].to_numpy(), preds.set_index("uid").loc[selected["uid"], "margin"].to_numpy())
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional
 
 from lingtrace.config import apply_overrides
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.errors import LingtraceError
 from lingtrace.influence import store
 from lingtrace.influence.context import Checkpoint
@@ -23,7 +24,6 @@ from lingtrace.influence.engine import Engine
 from lingtrace.influence.errors import MissingDependency
 from lingtrace.influence.methods import estimator_class
 from lingtrace.influence.methods.ekfac import EkfacEstimator, quiet_kronfluence
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.plan import SCORES, MemorySink
 from lingtrace.influence.store import load_scores
 from lingtrace.io import read_json
@@ -383,7 +383,7 @@ def test_missing_or_other_kronfluence_is_a_clear_error_before_any_work(tiny_run,
 
 
 def test_ekfac_options_are_validated_and_belong_to_ekfac_alone():
-    from lingtrace.influence.options import foreign_keys
+    from lingtrace.config.influence import foreign_keys
 
     with pytest.raises(LingtraceError, match="ekfac_damping must be at least 0"):
         InfluenceOptions(ekfac_damping=-1.0).validate()
@@ -391,3 +391,46 @@ def test_ekfac_options_are_validated_and_belong_to_ekfac_alone():
         InfluenceOptions(ekfac_measurement="x").validate()
     assert {"ekfac_damping", "ekfac_measurement", "ekfac_final_only"} <= foreign_keys("tracin")
     assert not foreign_keys("ekfac") & {"ekfac_damping", "ekfac_measurement", "ekfac_final_only"}
+
+
+def test_ekfac_measures_the_objectives_margin_and_refuses_an_objective_without_class_logits():
+    """The kronfluence task takes its logits from the objective (encoder or decoder classifier alike) and its
+    measurement is minus the shared correct-class margin; a causal LM (no class logits on a batch) is refused
+    with the reason."""
+    from transformers import LlamaForSequenceClassification
+
+    from lingtrace.evaluation import correct_class_margin
+    from lingtrace.influence.errors import UnsupportedModel
+    from lingtrace.influence.methods.ekfac import _task_class
+    from lingtrace.models.prompts import PromptFormat
+    from lingtrace.objectives import CausalLMObjective, DecoderClassificationObjective
+    from support.tiny import tiny_llama_config
+
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(tiny_llama_config(num_labels=3)).double().eval()
+    objective = DecoderClassificationObjective()
+    ids = [np.array([5, 6, 7, 8]), np.array([9, 10]), np.array([11, 12, 13])]
+    batch = objective.collate(ids, np.array([0, 2, 1]), pad_id=0)  # left-padded, as the engine batches decoders
+    task = _task_class()(objective, [], "margin")
+    mapping = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
+    with torch.no_grad():
+        # the logits of each example alone (no padding) give the margins by the numpy definition
+        alone = np.stack([model(input_ids=torch.as_tensor(x)[None]).logits[0].numpy() for x in ids])
+        want = -correct_class_margin(alone, batch.labels.numpy()).sum()
+        got = task.compute_measurement(mapping, model)
+        loss = task.compute_train_loss(mapping, model)
+    assert float(got) == pytest.approx(want, rel=1e-10)
+    want_loss = torch.nn.functional.cross_entropy(torch.from_numpy(alone), batch.labels, reduction="sum")
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-10)
+
+    lm = CausalLMObjective(PromptFormat("unused"), {})
+    assert lm.no_batch_logits and "verbalisation" in lm.no_batch_logits
+    with pytest.raises(UnsupportedModel, match="verbalisation"):
+        lm.batch_logits(model, batch)
+    estimator = EkfacEstimator(InfluenceOptions(methods=["ekfac"]), Tuning(show_progress=False))
+
+    class Ctx:
+        objective = lm
+
+    with pytest.raises(UnsupportedModel, match="the ekfac method needs class logits of a batch: a causal LM"):
+        estimator.prepare(Ctx())

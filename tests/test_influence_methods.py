@@ -9,14 +9,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from lingtrace.config.influence import METHODS, InfluenceOptions, Tuning, method_names
 from lingtrace.errors import LingtraceError
 from lingtrace.influence import errors
 from lingtrace.influence.context import Checkpoint
 from lingtrace.influence.engine import Engine
-from lingtrace.influence.methods import REGISTRY, estimator_class, method_names
-from lingtrace.influence.methods.adam_cosine import SECOND_MOMENTS_FILE, SECOND_MOMENTS_FORMAT, AdamCosineEstimator
+from lingtrace.influence.methods import REGISTRY, estimator_class
+from lingtrace.influence.methods.adam_cosine import (
+    SECOND_MOMENTS_FILE,
+    SECOND_MOMENTS_FORMAT,
+    AdamCosineEstimator,
+)
 from lingtrace.influence.methods.representation import RepresentationEstimator
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.params import select_params
 from lingtrace.influence.plan import GROUP_PREFIX, SCORES, MemorySink
 from lingtrace.influence.tracin import TracInResult
@@ -203,11 +207,10 @@ def test_representation_equals_numpy_on_hidden_states(arch):
 def test_trak_equals_numpy_on_sketched_autograd_gradients():
     """phi_test^T (Phi^T Phi + lambda I)^-1 phi_train per checkpoint, summed, with Phi the CountSketch
     of float64 autograd gradients (word embeddings as dense rows) and the kernel solved by numpy."""
-    from test_influence import _checkpoints, _factory
-
     from lingtrace.influence.methods.trak import DAMPING, TrakEstimator
     from lingtrace.influence.projection import CountSketch
     from lingtrace.influence.sparse import SparseRows
+    from test_influence import _checkpoints, _factory
 
     states = _checkpoints(n=2, seed=13)
     factory = _factory()
@@ -249,6 +252,7 @@ def test_trak_equals_numpy_on_sketched_autograd_gradients():
 
 def test_registry_names_its_classes_and_every_method_validates():
     assert method_names()[0] == "tracin" and set(REGISTRY) == {"tracin", "adam-cosine", "representation", "trak", "ekfac"}
+    assert tuple(REGISTRY) == METHODS  # the config's method names and the registry's entries are the same, in order
     for name in method_names():
         assert estimator_class(name).name == name
     with pytest.raises(LingtraceError, match="unknown influence method 'nope'"):
@@ -279,9 +283,9 @@ def test_engine_raises_plain_exceptions():
 
 def test_the_api_turns_engine_errors_into_lingtrace_errors_with_a_fix():
     import pandas as pd
-    from test_influence import _checkpoints, _factory
 
     from lingtrace.influence.tracin import TracIn
+    from test_influence import _checkpoints, _factory
 
     tracin = TracIn(_factory(), _checkpoints(n=1), show_progress=False)
     with pytest.raises(LingtraceError, match="examples lack column 'label' .*fix: give text_a and label columns"):

@@ -165,3 +165,65 @@ def test_projection_approximates_exact_scores(trained_run):
     rel = np.abs(projected - exact).max() / np.abs(exact).max()
     assert rel < 0.15
     assert np.corrcoef(projected.ravel(), exact.ravel())[0, 1] > 0.98
+
+
+def test_a_changed_checkpoint_is_refused_or_recomputed(trained_run, capsys):
+    """Each epoch's manifest record holds its weights' identity (every weight file's size, the SHA-256 of the
+    trained weights); influence checks it before loading, and the store's fingerprint covers it."""
+    import hashlib
+    import os
+
+    from lingtrace.cli import main
+    from lingtrace.io import write_json
+    from lingtrace.models.checkpoints import weights_identity
+
+    run, cfg = trained_run
+    manifest = read_json(run.manifest_path)
+    for e in manifest["epochs"]:
+        directory = run.checkpoint_dir(e["epoch"])
+        files = sorted(p for p in directory.glob("*.safetensors") if p.name != "optimizer_second_moments.safetensors")
+        assert e["weights"]["files"] == {p.name: p.stat().st_size for p in files}
+        trained = [p for p in files if p.name in ("model-trained.safetensors", "model.safetensors")]
+        assert len(trained) == 1
+        outer = hashlib.sha256(hashlib.sha256(trained[0].read_bytes()).hexdigest().encode()).hexdigest()
+        assert e["weights"]["sha256"] == outer
+    assert main(["influence", str(run.root), "-q"]) == 0
+    before = {p: p.read_bytes() for p in run.influence_root.rglob("*") if p.is_file()}
+    first = load_scores(run)
+    before_last, fingerprint_before = np.array(first.epoch(first.epochs[-1])), first.meta["fingerprint"]
+
+    # garbage of the same size in the last epoch's trained weights: refused in one line, the store left as it was
+    last = run.checkpoint_dir(manifest["epochs"][-1]["epoch"])
+    shard = next(p for p in (last / "model-trained.safetensors", last / "model.safetensors") if p.exists())
+    good = shard.read_bytes()
+    os.unlink(shard)  # hard links may share it with another epoch: write a file of its own
+    shard.write_bytes(good[:8] + bytes(len(good) - 8))
+    capsys.readouterr()
+    assert main(["influence", str(run.root), "--overwrite", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lingtrace: error:") and err.count("\n") == 1 and str(last) in err and "changed" in err
+    assert {p: p.read_bytes() for p in run.influence_root.rglob("*") if p.is_file()} == before
+
+    # a run made before identities were recorded: a changed checkpoint changes the store's fingerprint
+    shard.write_bytes(good)
+    for e in manifest["epochs"]:
+        del e["weights"]
+    write_json(run.manifest_path, manifest)
+    assert main(["influence", str(run.root), "--overwrite", "-q"]) == 0  # the same weights: the store is reused
+    assert {p: p.read_bytes() for p in run.influence_root.rglob("*") if p.is_file()} == before
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    recorded = weights_identity(last)
+    with safe_open(str(shard), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(shard))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0  # same names, shapes and file size; other values
+    save_file(tensors, str(shard), metadata=metadata)
+    assert weights_identity(last)["files"] == recorded["files"] and weights_identity(last)["sha256"] != recorded["sha256"]
+    # other weights, another fingerprint: the scores are recomputed (they were reused, "0 per-example passes", before)
+    assert main(["influence", str(run.root), "--overwrite", "-q"]) == 0
+    scores = load_scores(run)
+    assert scores.meta["stats"]["gradient_passes"] > 0 and scores.meta["fingerprint"] != fingerprint_before
+    assert not np.array_equal(scores.epoch(scores.epochs[-1]), before_last)

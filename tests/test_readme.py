@@ -1,4 +1,5 @@
-"""The README's Python examples run as written, on a tiny finished run at the path they name."""
+"""The Python examples of README.md and of every docs/*.md page run as written, on a tiny finished run at the
+path they name."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ import pytest
 from lingtrace.cli import main
 from test_cli import toy_table, write_toy_config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+BLOCKS = python_blocks(README)
+#: (file relative to the repository root, index of the block in the file, code), in file order
+EXAMPLES = [(page.relative_to(ROOT).as_posix(), i, code) for page in PAGES for i, code in enumerate(python_blocks(page))]
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +41,15 @@ def test_readme_has_python_examples():
 
 
 @pytest.fixture(scope="module")
-def namespace():
-    """One namespace for all blocks: a block may continue the one before it, as the README says."""
-    return {"__name__": "readme_examples"}
+def namespaces():
+    """One namespace per file for its blocks: a block may continue the one before it in the same file."""
+    return {}
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_example_runs(index, workdir, namespace, monkeypatch, capsys):
+@pytest.mark.parametrize(("page", "index", "code"), EXAMPLES, ids=[f"{page}-{i + 1}" for page, i, _ in EXAMPLES])
+def test_readme_python_example_runs(page, index, code, workdir, namespaces, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     capsys.readouterr()
-    exec(compile(BLOCKS[index], f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102
+    namespace = namespaces.setdefault(page, {"__name__": "readme_examples"})
+    exec(compile(code, f"{page} python block {index + 1}", "exec"), namespace)  # noqa: S102
     assert capsys.readouterr().out  # the examples print what they computed

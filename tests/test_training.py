@@ -19,9 +19,11 @@ from transformers import AutoModelForSequenceClassification, get_linear_schedule
 from lingtrace.config import apply_overrides
 from lingtrace.errors import LingtraceError
 from lingtrace.io import read_json
+from lingtrace.models import checkpoints
 from lingtrace.models.loading import load_checkpoint
 from lingtrace.pipeline import run_stages
-from lingtrace.training import checkpoints, state, trainer
+from lingtrace.run import LEGACY_TRAINER_STATE_FILE, TRAINER_STATE_FILE
+from lingtrace.training import state, trainer
 
 
 def _weights(path):
@@ -76,7 +78,7 @@ def test_checkpoint_every_epoch_and_manifest(tiny_run):
     # nothing trainable is frozen: save_pretrained's single file; the trainer state is gone once complete
     assert (run.checkpoint_dir(1) / checkpoints.SINGLE_FILE).exists()
     assert not (run.checkpoint_dir(1) / checkpoints.INDEX_FILE).exists()
-    assert not (run.checkpoints_dir / trainer.TRAINER_STATE).exists()
+    assert not (run.checkpoints_dir / TRAINER_STATE_FILE).exists()
 
 
 @pytest.mark.parametrize("freeze", [False, True], ids=["all-trained", "frozen-embeddings"])
@@ -92,7 +94,7 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_run, tmp_path, monk
     assert [e["epoch"] for e in partial["epochs"]] == [1] and not partial["complete"]
     assert not run.checkpoint_dir(2).exists()
     assert not list(run.checkpoints_dir.glob(".*tmp"))
-    assert (run.checkpoints_dir / trainer.TRAINER_STATE).exists()
+    assert (run.checkpoints_dir / TRAINER_STATE_FILE).exists()
     resumed = trainer.train(run, cfg)
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
     for epoch in (1, 2, 3):
@@ -310,7 +312,7 @@ def test_trainer_state_round_trip_is_exact(tmp_path):
     random.seed(5)
     np.random.seed(6)
     torch.manual_seed(7)
-    path = tmp_path / state.STATE_FILE
+    path = tmp_path / TRAINER_STATE_FILE
     rng = state.rng_state()
     state.save_trainer_state(path, epoch=2, best=0.75, bad_epochs=1, optimizer=optimizer, scheduler=scheduler, model=model, rng=rng, rng_ranks=None)
     draws = (random.random(), np.random.rand(), torch.rand(3))
@@ -367,7 +369,7 @@ TAMPERINGS = {
 def test_tampered_trainer_state_is_refused(tiny_run, monkeypatch):
     run, cfg = tiny_run
     _interrupt_in_epoch_2(run, cfg, monkeypatch)
-    path = run.checkpoints_dir / trainer.TRAINER_STATE
+    path = run.checkpoints_dir / TRAINER_STATE_FILE
     original = path.read_bytes()
     for name, tampering in TAMPERINGS.items():
         path.write_bytes(original)
@@ -396,14 +398,14 @@ def test_a_pickled_trainer_state_is_never_loaded(tiny_run, tmp_path, monkeypatch
     run, cfg = tiny_run
     _interrupt_in_epoch_2(run, cfg, monkeypatch)
     target = tmp_path / "pwned"
-    legacy = run.checkpoints_dir / state.LEGACY_STATE_FILE
+    legacy = run.checkpoints_dir / LEGACY_TRAINER_STATE_FILE
     legacy.write_bytes(pickle.dumps(_Exploit(target)))
     pickle.loads(legacy.read_bytes()).close()  # the exploit works when unpickled ...
     assert target.exists()
     target.unlink()
     for beside_new_state in (True, False):
         if not beside_new_state:
-            (run.checkpoints_dir / trainer.TRAINER_STATE).unlink()
+            (run.checkpoints_dir / TRAINER_STATE_FILE).unlink()
         with pytest.raises(LingtraceError, match="pickled trainer state") as err:
             trainer.train(run, cfg)
         assert "\n" not in str(err.value) and "--overwrite" in err.value.fix
@@ -428,7 +430,7 @@ def test_a_complete_run_never_reads_its_trainer_state(tiny_run, tmp_path):
     run, cfg = tiny_run
     trainer.train(run, cfg)
     target = tmp_path / "pwned"
-    (run.checkpoints_dir / state.LEGACY_STATE_FILE).write_bytes(pickle.dumps(_Exploit(target)))
+    (run.checkpoints_dir / LEGACY_TRAINER_STATE_FILE).write_bytes(pickle.dumps(_Exploit(target)))
     assert trainer.train(run, cfg)["complete"]
     assert not target.exists()
 
@@ -436,7 +438,7 @@ def test_a_complete_run_never_reads_its_trainer_state(tiny_run, tmp_path):
 def test_damaged_trainer_state_gives_clear_error(tiny_run, monkeypatch):
     run, cfg = tiny_run
     _interrupt_in_epoch_2(run, cfg, monkeypatch)
-    (run.checkpoints_dir / trainer.TRAINER_STATE).write_bytes(b"not a torch file")
+    (run.checkpoints_dir / TRAINER_STATE_FILE).write_bytes(b"not a torch file")
     with pytest.raises(LingtraceError, match="damaged"):
         trainer.train(run, cfg)
     assert run.checkpoint_dir(1).exists()  # the completed epoch survives

@@ -38,7 +38,7 @@ INFLUENCE_ALIASES = {"methods": "--method"}
 def _influence_fields():
     import dataclasses
 
-    from lingtrace.influence.options import InfluenceOptions
+    from lingtrace.config.influence import InfluenceOptions
 
     return dataclasses.fields(InfluenceOptions)
 
@@ -182,10 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", metavar="DIR|NAME", help="the tokenizer, for checkpoints saved without one (default: the Trainer folder's or another checkpoint's)")
     p.add_argument("--dev-accuracy", choices=list(DEV_ACCURACY), default=DEV_ACCURACY[0], help="evaluate each checkpoint on the dev data (default), or take the eval_accuracy logged in trainer_state.json")
     p.add_argument("--training-recipe", action="store_true", help="declare that the config's model.name and train.* are how the checkpoints were trained, so that the retraining experiments may run")
+    p.add_argument("--base-model", metavar="DIR|NAME", help="peft LoRA adapter checkpoints: the base model they were trained on (default: the one adapter_config.json names)")
+    p.add_argument("--no-second-moments", dest="second_moments", action="store_false", help="do not read the optimizer.pt of the checkpoints (AdamW's second moments, for adam-cosine)")
     _add_common(p, run_arg=False)
 
-    p = sub.add_parser("experiment", help="retraining experiments on a run complete through influence: k-selection, zero-shot, imbalance, lds, all")
-    p.add_argument("name", metavar="NAME", help="k-selection (faithfulness of the top-k, with a random control), zero-shot, imbalance, lds (linear datamodeling score of every influence method), or all")
+    p = sub.add_parser("experiment", help="retraining experiments on a run complete through influence: k-selection, zero-shot, imbalance, lds, languages, all")
+    p.add_argument("name", metavar="NAME", help="k-selection (faithfulness of the top-k, with a random control), zero-shot, imbalance, lds (linear datamodeling score of every influence method), languages (reliance on each training language by retraining, against each method), or all")
     p.add_argument("run", metavar="RUN", help="the base run directory (complete through influence); results go to RUN/experiments/NAME/")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help="override an experiment.* key, e.g. --set experiment.ks=[50,100] (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="redo an experiment whose settings changed (retrainings with an unchanged training set are reused)")
@@ -315,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
 
             run = RunDir(args.run)
             data_from = RunDir(args.data_from) if args.data_from else None
-            sources, trainer_dirs = find_checkpoints(args.checkpoints)
+            sources, trainer_dirs = find_checkpoints(args.checkpoints, args.base_model)
             cfg = import_config(sources, args.config, args.preset, args.overrides, args.data, data_from, args.training_recipe)
             import_run(
                 run, sources, trainer_dirs, cfg, data_from=data_from, final=args.final, tokenizer=args.tokenizer,
                 dev_accuracy=args.dev_accuracy, training_recipe=args.training_recipe, overwrite=args.overwrite,
+                second_moments=args.second_moments,
             )
         elif args.command == "run":
             run, cfg = _run_target(args)

@@ -15,10 +15,10 @@ import torch
 
 from lingtrace.config import Config
 from lingtrace.data import schema
-from lingtrace.influence.decoder_task import task_for
-from lingtrace.influence.task import Task
 from lingtrace.models.loading import label_names_of
-from lingtrace.run import RunDir
+from lingtrace.objectives import Objective, objective_for
+from lingtrace.objectives.base import correct_class_margin as objective_margin
+from lingtrace.run import RunDir, final_checkpoint
 from lingtrace.utils import progress
 
 #: probability the model gives the gold label (added to the prediction tables)
@@ -42,28 +42,28 @@ def batches(frame: pd.DataFrame, batch_size: int, order: np.ndarray | None = Non
         yield frame.iloc[idx[start : start + batch_size]]
 
 
-def model_task(cfg: Config, model) -> Task:
-    """The task (loss, inputs, prediction) of ``cfg.model.kind`` for a loaded model."""
-    return task_for(cfg, label_names_of(model))
+def model_objective(cfg: Config, model) -> Objective:
+    """The objective (loss, inputs, prediction) of ``cfg.model.kind`` for a loaded model."""
+    return objective_for(cfg, label_names_of(model))
 
 
 @torch.no_grad()
 def class_scores(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
-    """The task's class scores [n, num_labels] in float32 (a classifier's logits; a causal LM's total
+    """The objective's class scores [n, num_labels] in float32 (a classifier's logits; a causal LM's total
     log-likelihoods of the labels' verbalisations), batched by ``train.eval_batch_size``."""
     model.eval()
-    task = model_task(cfg, model)
+    objective = model_objective(cfg, model)
     out = []
     with torch.no_grad():
         for rows in progress(batches(frame, cfg.train.eval_batch_size), total=math.ceil(len(frame) / cfg.train.eval_batch_size), desc=desc, leave=False):
             with autocast_context(device, cfg.train.mixed_precision):
-                scores = task.class_scores(model, tokenizer, rows, cfg.model.max_length, cfg.model.text_prefix)
+                scores = objective.class_scores(model, tokenizer, rows, cfg.model.max_length, cfg.model.text_prefix)
             out.append(scores.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(label_names_of(model))), dtype=np.float32)
 
 
 def predict(model, tokenizer, frame: pd.DataFrame, cfg: Config, device: torch.device, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [n, num_labels] in float32: the softmax of the task's class scores."""
+    """Class probabilities [n, num_labels] in float32: the softmax of the objective's class scores."""
     return torch.softmax(torch.from_numpy(class_scores(model, tokenizer, frame, cfg, device, desc)), dim=-1).numpy()
 
 
@@ -81,23 +81,16 @@ def majority_baseline(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def correct_class_margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per example: the gold label's logit minus the logsumexp of the other logits (float64).
-
-    Equals log p(gold) - log(1 - p(gold)) under the softmax, without its rounding for confident models."""
-    from scipy.special import logsumexp
-
-    z = np.asarray(logits, dtype=np.float64)
-    rows = np.arange(len(z))
-    others = z.copy()
-    others[rows, labels] = -np.inf
-    return z[rows, labels] - logsumexp(others, axis=1)
+    """Per example: the gold label's logit minus the logsumexp of the other logits, in float64
+    (``lingtrace.objectives.correct_class_margin`` on arrays)."""
+    z = torch.from_numpy(np.asarray(logits, dtype=np.float64))
+    return objective_margin(z, torch.from_numpy(np.asarray(labels, dtype=np.int64))).numpy()
 
 
 def final_logits(run: RunDir, cfg: Config, frame: pd.DataFrame) -> np.ndarray:
     """The run's final model's class scores on ``frame`` [n, num_labels] (float32): a classifier's logits, a
     causal LM's total log-likelihoods of the verbalisations; batched like training's predictions."""
     from lingtrace.models.loading import load_checkpoint
-    from lingtrace.selection import final_checkpoint
     from lingtrace.utils import resolve_device
 
     device = resolve_device(cfg.train.device)

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,37 @@ def read_json(path: str | os.PathLike) -> Any:
 def write_parquet(path: str | os.PathLike, frame) -> None:
     with atomic_path(path, suffix=".parquet") as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of the files under ``paths``, each hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root in paths:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                st = path.stat()
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON data (``json.dumps(..., allow_nan=False)`` takes it): NaN and inf -> None,
+    numpy scalars -> Python, dict keys -> str, tuples -> lists. numpy is imported here, when called:
+    this module sits below everything and needs it nowhere else."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -28,24 +28,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lingtrace.config import Config, validate
+from lingtrace.config import DEFAULT_METHOD, STAGE_SECTIONS, Config, rerun_keys, validate
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.methods import DEFAULT_METHOD
-from lingtrace.influence.options import rerun_keys
-from lingtrace.io import read_json, write_json, write_parquet
-from lingtrace.stages import SECTIONS
+from lingtrace.io import disk_bytes, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-#: pipeline order; each stage depends on the configuration sections listed (declared by the stage modules)
-STAGES: dict[str, tuple[str, ...]] = dict(SECTIONS)
+#: pipeline order; each stage depends on the configuration sections listed (``config.stages``)
+STAGES: dict[str, tuple[str, ...]] = dict(STAGE_SECTIONS)
 
 
 #: a final model whose dev accuracy is at most the majority-class baseline plus this (absolute) did not learn
@@ -94,12 +92,20 @@ DATA_DIR = "data"
 TASK_FILE = "task.json"
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FILE = "manifest.json"
+#: the trainer's resumable state in ``RUN/checkpoints/`` (safetensors + JSON; ``training/state.py``), and
+#: the pickle earlier versions wrote (never loaded, only removed)
+TRAINER_STATE_FILE = "trainer_state.safetensors"
+LEGACY_TRAINER_STATE_FILE = "trainer_state.pt"
+#: the manifest key recording that a run's checkpoints were deleted
+PRUNED = "pruned"
 SELECTION_DIR = "selection"
 #: the selected test examples (with the final model's prediction)
 SELECTION_FILE = "test.parquet"
 #: the final model's predictions on every test example (``select``), or on the given examples (``evaluate``)
 PREDICTIONS = "predictions.parquet"
 INFLUENCE_DIR = "influence"
+#: a score store's description; a directory holding it is a store (``influence/store/meta.py`` reads and writes it)
+STORE_META_FILE = "meta.json"
 ANALYSIS_DIR = "analysis"
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
@@ -123,11 +129,29 @@ CHANGED_FILE = "changed.parquet"
 GIVEN_DIR = "given"
 GIVEN_TEST_EXAMPLES = "test_examples.parquet"
 GIVEN_EVALUATE = "evaluate.parquet"
+#: a checkpoint directory's name prefix: ``RUN/checkpoints/epoch-K/`` (``checkpoint_name``)
+CHECKPOINT_PREFIX = "epoch-"
+#: the top-level entries the pipeline makes in a run directory (``lingtrace import`` refuses a target
+#: directory holding anything else)
+RUN_ENTRIES = (
+    CONFIG_FILE, DATA_DIR, CHECKPOINTS_DIR, STAGES_DIR, SELECTION_DIR, INFLUENCE_DIR, ANALYSIS_DIR, REPORT_DIR, EXPERIMENTS_DIR,
+)
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The name of epoch ``epoch``'s checkpoint directory in ``RUN/checkpoints/`` (the manifest's ``path``)."""
+    return f"{CHECKPOINT_PREFIX}{epoch}"
 
 
 class RunDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+
+    @classmethod
+    def holding_checkpoint(cls, checkpoint: str | Path) -> RunDir:
+        """The run directory a checkpoint directory ``RUN/checkpoints/epoch-K`` belongs to (by the layout above;
+        for a checkpoint outside a run, a directory that holds no run files)."""
+        return cls(Path(checkpoint).parent.parent)
 
     # paths ---------------------------------------------------------------
     @property
@@ -154,7 +178,7 @@ class RunDir:
         return self.checkpoints_dir / MANIFEST_FILE
 
     def checkpoint_dir(self, epoch: int) -> Path:
-        return self.checkpoints_dir / f"epoch-{epoch}"
+        return self.checkpoints_dir / checkpoint_name(epoch)
 
     @property
     def selection_path(self) -> Path:
@@ -171,8 +195,6 @@ class RunDir:
     def influence_store(self, method: str = DEFAULT_METHOD) -> Path:
         """The score store of one influence method: ``RUN/influence/METHOD/``. A run made before several
         methods existed holds tracin's store in ``RUN/influence/`` itself; it stays there."""
-        from lingtrace.influence.store.meta import has_store
-
         if method == DEFAULT_METHOD and has_store(self.influence_root):
             return self.influence_root
         return self.influence_root / method
@@ -328,6 +350,11 @@ class RunDir:
 # ---------------------------------------------------------------- typed readers and writers
 
 
+def has_store(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a score store (its ``meta.json``)."""
+    return (Path(directory) / STORE_META_FILE).exists()
+
+
 def read_table(path: Path, fix: str, damaged_fix: str | None = None, what: str | None = None) -> pd.DataFrame:
     """The one "read a parquet table of the run or raise a LingtraceError" helper: a missing file says
     ``fix``, a damaged one ``damaged_fix`` (default ``fix``); ``what`` names the table in the message."""
@@ -364,6 +391,47 @@ def read_manifest(run: RunDir) -> dict[str, Any] | None:
     return read_json(run.manifest_path) if run.manifest_path.exists() else None
 
 
+def final_checkpoint(run: RunDir) -> int:
+    """The epoch of the final model of a run whose training is complete."""
+    manifest = read_manifest(run)
+    if not manifest or not manifest.get("complete"):
+        raise LingtraceError(f"training in {run.root} is not complete", "run `lingtrace train RUN` first")
+    return int(manifest["final_epoch"])
+
+
+def pruned_record(run: RunDir) -> dict[str, Any] | None:
+    """The manifest's record of pruned checkpoints (``None`` when the checkpoints are there)."""
+    manifest = read_manifest(run)
+    return manifest.get(PRUNED) if manifest else None
+
+
+def prune_checkpoints(run: RunDir, by: str, kept: list[str]) -> dict[str, Any]:
+    """Delete every checkpoint directory (and any trainer state) of a complete ``run``, keeping its manifest,
+    which records what was removed, why (``by``) and what the run still holds (``kept``)."""
+    manifest = read_json(run.manifest_path)
+    if not manifest.get("complete"):
+        raise LingtraceError(f"cannot prune the checkpoints of {run.root}: its training is not complete")
+    targets = [p for p in sorted(run.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*")) if p.is_dir()]
+    targets += [run.checkpoints_dir / n for n in (TRAINER_STATE_FILE, LEGACY_TRAINER_STATE_FILE) if (run.checkpoints_dir / n).exists()]
+    earlier = manifest.get(PRUNED) or {}  # an interrupted pruning is completed, its files already counted
+    new = [p for p in targets if p.name not in earlier.get("removed", [])]
+    record = {
+        "by": by,
+        "removed": sorted({*earlier.get("removed", []), *(p.name for p in targets)}),
+        "bytes_freed": earlier.get("bytes_freed", 0) + disk_bytes(new),
+        "kept": kept,
+        "retrain": "`lingtrace train RUN --overwrite` (the experiment retrains by itself when it needs the weights)",
+    }
+    manifest[PRUNED] = record  # recorded first: an interrupted deletion still reads as pruned
+    write_json(run.manifest_path, manifest)
+    for p in targets:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return record
+
+
 def write_manifest(run: RunDir, manifest: dict[str, Any]) -> None:
     write_json(run.manifest_path, manifest)
 
@@ -386,6 +454,13 @@ def read_predictions(run: RunDir, fix: str = "run `lingtrace select RUN` first")
 
 def write_predictions(run: RunDir, frame: pd.DataFrame) -> None:
     write_parquet(run.predictions_path, frame)
+
+
+def read_experiment_section(run: RunDir, name: str) -> str | None:
+    """``RUN/experiments/NAME/section.html``, the HTML fragment experiment ``name`` wrote for the report,
+    or None when there is none (the experiment is not complete)."""
+    path = run.experiment_section(name)
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -473,3 +548,13 @@ def describe_differences(a: dict, b: dict) -> str:
     """What differs between two configs or settings (as dicts), in a few words: the first three
     ``key: old -> new`` (nested keys dotted)."""
     return _describe_changes(_changes(a, b))
+
+
+#: the data given to ``lingtrace.integrations.LingtraceCallback``, kept in the run as the local files its
+#: ``prepare`` reads (``data.path``): ``RUN/data/source/{train,dev,test}.parquet``
+SOURCE_DATA_DIR = "source"
+
+
+def source_data_dir(run: RunDir) -> Path:
+    """``RUN/data/source/``: the training, dev and test data a Trainer callback was given (``data.path`` of its run)."""
+    return run.data_dir / SOURCE_DATA_DIR

@@ -15,6 +15,7 @@ from lingtrace.models.loading import load_checkpoint
 from lingtrace.run import (
     PREDICTIONS,
     RunDir,
+    final_checkpoint,
     majority_class_warning,
     read_manifest,
     read_split,
@@ -25,14 +26,7 @@ from lingtrace.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREDICTIONS", "draw", "final_checkpoint", "select"]
-
-
-def final_checkpoint(run: RunDir) -> int:
-    manifest = read_manifest(run)
-    if not manifest or not manifest.get("complete"):
-        raise LingtraceError(f"training in {run.root} is not complete", "run `lingtrace train RUN` first")
-    return int(manifest["final_epoch"])
+__all__ = ["PREDICTIONS", "draw", "select"]
 
 
 def draw(pool: pd.DataFrame, probs: np.ndarray, per_lang: int, seed: int) -> pd.DataFrame:

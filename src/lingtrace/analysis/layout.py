@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from lingtrace.analysis import tables as table_specs
+from lingtrace.config.influence import DEFAULT_METHOD, method_names
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.methods import DEFAULT_METHOD, method_names
-from lingtrace.influence.store import has_store, read_meta
+from lingtrace.influence.store import read_meta
 from lingtrace.io import read_json
+from lingtrace.run import has_store
 
 LAYOUT = 2
 #: the folder of the tables comparing methods
@@ -38,11 +39,15 @@ def method_order(methods) -> list[str]:
     return sorted(methods, key=lambda m: (known.index(m) if m in known else len(known), m))
 
 
-def discover_stores(influence_root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+def discover_stores(influence_root: Path, comparison_reserved: bool = True) -> tuple[dict[str, Path], dict[str, str]]:
     """The complete score stores under ``RUN/influence/`` by method (``method_order``), and the stores
-    left out (method -> why: incomplete, or a folder whose meta.json names another method).
+    left out (method -> why: incomplete, holding no checkpoint, or a folder whose meta.json names
+    another method). Discovered from the folders, so a method added later is found without a change here.
 
-    A store in ``influence/`` itself (runs made before several methods existed) is tracin's."""
+    A store in ``influence/`` itself (runs made before several methods existed) is tracin's (taken, when
+    complete, before a ``tracin/`` folder beside it). ``comparison_reserved``: refuse a store named
+    ``COMPARISON``, the folder of the analyses' comparison tables (``analysis/comparison/``); the
+    retraining experiments, which write no per-method folders, pass False."""
     found: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     candidates: list[tuple[str, Path]] = []
@@ -51,7 +56,7 @@ def discover_stores(influence_root: Path) -> tuple[dict[str, Path], dict[str, st
     if influence_root.is_dir():
         candidates += [(p.name, p) for p in sorted(influence_root.iterdir()) if p.is_dir() and has_store(p)]
     for name, directory in candidates:
-        if name == COMPARISON:
+        if comparison_reserved and name == COMPARISON:
             raise LingtraceError(
                 f"{directory} is a score store named {COMPARISON!r}, the name of the comparison tables' folder",
                 "rename the method",

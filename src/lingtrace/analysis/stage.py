@@ -51,9 +51,9 @@ from lingtrace.analysis.scripts import script_purity
 from lingtrace.analysis.shares import in_language_share, language_shares, per_example_in_language_share
 from lingtrace.analysis.topk import topk_frame
 from lingtrace.config import AnalysisConfig, Config
+from lingtrace.config.influence import DEFAULT_METHOD
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.store import GROUP_PREFIX, META, TEST_UIDS, TRAIN_UIDS, InfluenceScores, load_scores
 from lingtrace.io import atomic_dir, read_json, write_json

@@ -1,10 +1,16 @@
 """Retraining experiments built on a finished run (``lingtrace experiment NAME RUN``).
 
 ``k-selection`` (faithfulness of the top-k, with a random control; paper Fig. 1, 6-8), ``zero-shot``
-(retraining without a language; Fig. 4), ``imbalance`` (extra data for a language; Fig. 5) and ``lds``
-(the linear datamodeling score of every influence method present). Each reuses the base run's data,
-config and scores and writes ``RUN/experiments/NAME/`` (see ``common``); ``lds`` and ``k-selection``
-share the noise-floor retrainings of ``noise`` (``RUN/experiments/noise-floor/``).
+(retraining without a language; Fig. 4), ``imbalance`` (extra data for a language; Fig. 5), ``lds``
+(the linear datamodeling score of every influence method present) and ``languages`` (cross-lingual
+reliance measured by retraining without a language, or on language mixtures, against each method's
+language-level picture). Each reuses the base run's data, config and scores and writes
+``RUN/experiments/NAME/``; ``lds``, ``k-selection`` and ``languages`` share the noise-floor retrainings
+of ``noise`` (``RUN/experiments/noise-floor/``).
+
+Their shared machinery: ``base`` (the base run, read and never written), ``identity`` (an experiment's
+config and the base run it was made from), ``subruns`` (the retrainings' life cycle), ``outputs`` (the
+experiment folder's files) and ``html`` (the report section).
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def _module(name: str):
-    from lingtrace.experiments import imbalance, kselect, lds, zeroshot
+    from lingtrace.experiments import imbalance, kselect, languages, lds, zeroshot
 
-    return {"k-selection": kselect, "zero-shot": zeroshot, "imbalance": imbalance, "lds": lds}[name]
+    return {"k-selection": kselect, "zero-shot": zeroshot, "imbalance": imbalance, "lds": lds, "languages": languages}[name]
 
 
 def run_experiment(name: str, run: RunDir, overrides: Sequence[str] = (), overwrite: bool = False, plan_only: bool = False) -> str:
     """Run experiment ``name`` (or ``all``) on the base run ``run``; returns a short text summary."""
-    from lingtrace.experiments.common import load_base, resolve_config
+    from lingtrace.experiments.base import load_base
+    from lingtrace.experiments.identity import resolve_config
     from lingtrace.importing import is_imported_without_recipe
 
     names = list(EXPERIMENTS) if name == ALL else [name]

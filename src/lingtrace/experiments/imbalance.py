@@ -27,12 +27,15 @@ from lingtrace.analysis.common import ALL, DIRECTIONS
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
 from lingtrace.data import schema
-from lingtrace.data.sampling import extra_count
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common
 from lingtrace.experiments import html as section_html
+from lingtrace.experiments import outputs, subruns
+from lingtrace.experiments.base import Base
+from lingtrace.experiments.identity import check_experiment_config
 from lingtrace.influence.store import load_scores
-from lingtrace.run import RunDir, align_uids, read_predictions, read_selection, read_split
+from lingtrace.prepare.sampling import extra_count
+from lingtrace.report.html import pct
+from lingtrace.run import RunDir, align_uids, frame_hash, read_predictions, read_selection, read_split
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,7 @@ def added_examples(base_train: pd.DataFrame, base_dev: pd.DataFrame, base_test: 
     if (added[schema.LANG].astype(str) != lang).any():
         raise fail(f"added examples are not all in {lang}")
     for name, ours, theirs in (("dev", dev, base_dev), ("test", test, base_test)):
-        if common.frame_hash(ours.sort_values(schema.UID)) != common.frame_hash(theirs.sort_values(schema.UID)):
+        if frame_hash(ours.sort_values(schema.UID)) != frame_hash(theirs.sort_values(schema.UID)):
             raise fail(f"the {name} data differs from the base run's")
     leak = set(added[schema.TRANSLATION_ID].astype(str)) & (set(base_dev[schema.TRANSLATION_ID].astype(str)) | set(base_test[schema.TRANSLATION_ID].astype(str)))
     if leak:
@@ -121,7 +124,7 @@ def added_examples(base_train: pd.DataFrame, base_dev: pd.DataFrame, base_test: 
     return out
 
 
-def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
+def build(base: Base, cfg: Config) -> list[subruns.SubRunSpec]:
     specs = []
     k = result_settings(cfg)["top_k"]
     if k >= len(base.train):
@@ -142,7 +145,7 @@ def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
                 return out
 
             specs.append(
-                common.SubRunSpec(
+                subruns.SubRunSpec(
                     name=sub_name(lang, p),
                     cfg=sub_cfg,
                     change="added",
@@ -202,7 +205,7 @@ def _accuracy(frame: pd.DataFrame, order: Sequence[str]) -> list[dict]:
 # ---------------------------------------------------------------- running it
 
 
-def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
+def run(base: Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
     exp_dir = base.run.experiment_dir(NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
@@ -210,12 +213,12 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
     )
     if plan_only:
         return {"experiment": NAME, "plan": plan}
-    common.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
-    subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
+    check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
+    subs = subruns.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     return finish(base, cfg, exp_dir, specs, subs)
 
 
-def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.SubRunSpec], subs: dict) -> dict[str, Any]:
+def finish(base: Base, cfg: Config, exp_dir: Path, specs: list[subruns.SubRunSpec], subs: dict) -> dict[str, Any]:
     k = result_settings(cfg)["top_k"]
     order = list(base.languages)
     base_pool = read_predictions(base.run) if base.run.predictions_path.exists() else None
@@ -231,30 +234,30 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         sub = subs[spec.name]
         lang, p = spec.info["extra_lang"], spec.info["extra_pct"]
         scores = load_scores(sub)
-        train = align_uids(read_split(sub, "train"), scores.train_uids, f"training data of sub-run {sub.root.name}", common.STALE_SUB_RUN)
-        test = align_uids(read_selection(sub), scores.test_uids, f"test examples of sub-run {sub.root.name}", common.STALE_SUB_RUN)
+        train = align_uids(read_split(sub, "train"), scores.train_uids, f"training data of sub-run {sub.root.name}", subruns.STALE_SUB_RUN)
+        test = align_uids(read_selection(sub), scores.test_uids, f"test examples of sub-run {sub.root.name}", subruns.STALE_SUB_RUN)
         for r in share_rows(scores.total(), test, train, k, lang, order):
             rows.append({"extra_lang": lang, "pct": p, "n_extra": spec.info["n_extra"], "n_train": len(train), **r})
         acc_rows += [{"extra_lang": lang, "pct": p, **r} for r in _accuracy(read_predictions(sub), order)]
     share = pd.DataFrame(rows, columns=list(SHARE)).sort_values(["extra_lang", "pct"], kind="stable").reset_index(drop=True)
     acc = pd.DataFrame(acc_rows, columns=list(ACCURACY)).sort_values(["extra_lang", "pct"], kind="stable").reset_index(drop=True)
-    tables = [common.write_table(exp_dir, "in_language_share", share, SHARE), common.write_table(exp_dir, "accuracy", acc, ACCURACY)]
+    tables = [outputs.write_table(exp_dir, "in_language_share", share, SHARE), outputs.write_table(exp_dir, "accuracy", acc, ACCURACY)]
     figures, body, readings = [], [], []
     for lang in langs:
-        png = common.write_figure(exp_dir, f"imbalance_{lang}", _figure(share, lang, k))
-        figures.append(f"{common.FIGURES_DIR}/imbalance_{lang}.png")
+        png = outputs.write_figure(exp_dir, f"imbalance_{lang}", _figure(share, lang, k))
+        figures.append(f"{outputs.FIGURES_DIR}/imbalance_{lang}.png")
         body.append(section_html.figure(png, f"in-language share against extra {lang} data", f"In-language share of the top-{k} of the {lang} test examples against the extra {lang} data; dashed: chance (the share of {lang} in the training set)."))
         readings.append(_reading(share, acc, lang, k))
     view = share[share["test_lang"].isin([*langs, ALL])]
     body += [
         "<h3>In-language share of the top-k</h3>",
-        section_html.table(view, formats={c: _pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]),
+        section_html.table(view, formats={c: pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]),
         "<h3>Accuracy on the test pool</h3>",
-        section_html.table(acc[acc["test_lang"].isin([*langs, ALL])], formats={"accuracy": _pct}, text_columns=["extra_lang", "test_lang"]),
-        "<details class='more'><summary>Every test language</summary>" + section_html.table(share, formats={c: _pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]) + "</details>",
+        section_html.table(acc[acc["test_lang"].isin([*langs, ALL])], formats={"accuracy": pct}, text_columns=["extra_lang", "test_lang"]),
+        "<details class='more'><summary>Every test language</summary>" + section_html.table(share, formats={c: pct for c in ("share", "train_fraction", "extra_lang_share", "extra_lang_fraction")}, text_columns=["extra_lang", "direction", "test_lang"]) + "</details>",
         *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
     ]
-    cost = common.cost_summary(subs, len(specs))
+    cost = subruns.cost_summary(subs, len(specs))
     cost_text = (
         f"{len(specs)} retraining(s) and influence runs ({len(langs)} language(s) x {len(pcts(cfg))} percentages: "
         f"{', '.join(f'{p:g}%' for p in pcts(cfg))}; p = 0 is the base run), each over the base run's {len(base.selected)} selected test "
@@ -264,7 +267,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
     )
     notes = [f"Top-k sets use k = {k} and the summed TracIn score; the test examples are the base run's selected examples in every run."]
     section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
-    return common.write_result(
+    return outputs.write_result(
         exp_dir,
         sys.modules[__name__],
         cfg,
@@ -316,9 +319,3 @@ def _figure(share: pd.DataFrame, lang: str, k: int):
     ax.set_title(f"In-language share of the {lang} test examples' top-{k}", fontsize=10)
     ax.legend(fontsize=8)
     return fig
-
-
-def _pct(x) -> str:
-    from lingtrace.report.html import pct
-
-    return pct(x)

@@ -37,12 +37,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace import evaluation
 from lingtrace.analysis.common import ALL
 from lingtrace.config import Config
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common, noise
 from lingtrace.experiments import html as fragments
+from lingtrace.experiments import noise, outputs, subruns
+from lingtrace.experiments.base import Base, methods_present
+from lingtrace.experiments.identity import check_experiment_config, retraining_identity
 from lingtrace.report.html import pvalue
 from lingtrace.run import read_selection, read_split
 
@@ -256,11 +259,11 @@ def lds_tables(
 # ---------------------------------------------------------------- the plan
 
 
-def _base_train(base: common.Base) -> pd.DataFrame:
+def _base_train(base: Base) -> pd.DataFrame:
     return read_split(base.run, "train", f"rerun `lingtrace prepare {base.run.root} --overwrite` and the stages after it")
 
 
-def build(base: common.Base, cfg: Config) -> tuple[np.ndarray, list[common.SubRunSpec], pd.DataFrame]:
+def build(base: Base, cfg: Config) -> tuple[np.ndarray, list[subruns.SubRunSpec], pd.DataFrame]:
     """(masks over the base run's training split, sub-run specs, plan with the noise-floor rows)."""
     x = cfg.experiment
     train = _base_train(base)
@@ -268,27 +271,12 @@ def build(base: common.Base, cfg: Config) -> tuple[np.ndarray, list[common.SubRu
     specs, plan = [], []
     for j, mask in enumerate(masks):
         name = f"subset-{j:03d}"
-        removed = train[~mask][schema.EXAMPLE_COLUMNS].reset_index(drop=True)
         reason = (
             f"LDS subset {j}: {int(mask.sum())} of the {len(train)} training examples (fraction {x.lds_fraction}) drawn "
             f"with seed ({x.seed}, 'lds-subset', {j}), independent of the scores; the others left out"
         )
-        specs.append(
-            common.SubRunSpec(
-                name=name,
-                cfg=cfg,
-                change="removed",
-                reason=reason,
-                test_examples=base.selected,
-                eval_frame=base.selected,
-                influence=False,
-                train=train[mask].reset_index(drop=True),
-                dev=base.dev,
-                test=base.test_pool,
-                changed=removed.assign(split="train", change="removed", reason=reason),
-                info={"subset": j, "fraction": float(x.lds_fraction), "n_kept": int(mask.sum())},
-            )
-        )
+        info = {"subset": j, "fraction": float(x.lds_fraction), "n_kept": int(mask.sum())}
+        specs.append(subruns.SubRunSpec.kept_subset(base, cfg, train, name, mask, reason, info))
         plan.append({"sub_run": f"{NAME}/runs/{name}", "purpose": "lds subset", "train_seed": int(cfg.train.seed), "n_train": int(mask.sum()), "n_removed": int((~mask).sum())})
     plan += noise.plan_rows(cfg, len(train))
     return masks, specs, pd.DataFrame(plan, columns=list(PLAN))
@@ -316,8 +304,8 @@ def margins_table(subs: dict[str, Any], names: Sequence[str]) -> pd.DataFrame:
                     "test_uid": sel[schema.UID].astype(str).to_numpy(),
                     "test_lang": sel[schema.LANG].astype(str).to_numpy(),
                     "label": sel[schema.LABEL].to_numpy(dtype=np.int64),
-                    "margin": sel[common.MARGIN].to_numpy(dtype=np.float64),
-                    "p_label": sel[common.P_LABEL].to_numpy(dtype=np.float64),
+                    "margin": sel[evaluation.MARGIN].to_numpy(dtype=np.float64),
+                    "p_label": sel[evaluation.P_LABEL].to_numpy(dtype=np.float64),
                 }
             )
         )
@@ -327,17 +315,17 @@ def margins_table(subs: dict[str, Any], names: Sequence[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------- running it
 
 
-def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
+def run(base: Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
     exp_dir = base.run.experiment_dir(NAME)
     _masks, specs, plan = build(base, cfg)
     if plan_only:
         return {"experiment": NAME, "plan": plan}
-    methods = common.methods_present(base.run)
-    common.check_experiment_config(
-        exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite, identity=common.retraining_identity(base)
+    methods = methods_present(base.run)
+    check_experiment_config(
+        exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite, identity=retraining_identity(base)
     )
-    common.write_table(exp_dir, "plan", plan, PLAN)
-    subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
+    outputs.write_table(exp_dir, "plan", plan, PLAN)
+    subs = subruns.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     floor = noise.ensure(base, cfg, overwrite)
     return finish(base, cfg, exp_dir, methods, [s.name for s in specs], subs, floor)
 
@@ -349,7 +337,7 @@ def _seed_sd(floor: noise.NoiseFloor, uids: Sequence[str]) -> np.ndarray:
     return noise.spread_per_example(floor.table, "margin").reindex([str(u) for u in uids]).to_numpy(dtype=np.float64)
 
 
-def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], names: list[str], subs: dict, floor: noise.NoiseFloor) -> dict[str, Any]:
+def finish(base: Base, cfg: Config, exp_dir: Path, methods: list[str], names: list[str], subs: dict, floor: noise.NoiseFloor) -> dict[str, Any]:
     x = cfg.experiment
     margins = margins_table(subs, names)
     test_uids = base.selected[schema.UID].astype(str).tolist()
@@ -359,14 +347,14 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], na
     predicted = {m: predicted_sums(base.method_total(m), masks) for m in methods}
     examples, table = lds_tables(predicted, measured, test_uids, test_langs, base.languages, _seed_sd(floor, test_uids), int(x.lds_resamples), int(x.lds_resamples), int(x.seed))
     tables = [
-        common.write_table(exp_dir, "margins", margins, MARGINS),
-        common.write_table(exp_dir, "lds_examples", examples, EXAMPLES),
-        common.write_table(exp_dir, "lds", table, LDS),
+        outputs.write_table(exp_dir, "margins", margins, MARGINS),
+        outputs.write_table(exp_dir, "lds_examples", examples, EXAMPLES),
+        outputs.write_table(exp_dir, "lds", table, LDS),
         "plan.parquet",
     ]
     overall = table[table["test_lang"] == ALL].set_index("method")
-    png = common.write_figure(exp_dir, "lds", _figure(overall))
-    cost = common.cost_summary({**subs, **{f"{noise.NAME}/{k}": v for k, v in floor.subs.items()}}, 0)
+    png = outputs.write_figure(exp_dir, "lds", _figure(overall))
+    cost = subruns.cost_summary({**subs, **{f"{noise.NAME}/{k}": v for k, v in floor.subs.items()}}, 0)
     readings = _readings(overall, floor, len(names), len(test_uids))
     cost_text = (
         f"{len(names)} retrainings on random subsets of {x.lds_fraction:g} of the training set (seed {x.seed}) and "
@@ -396,7 +384,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], na
         fragments.columns_doc(NAME, f"../{noise.NAME}/noise_summary.parquet", noise.NOISE_SUMMARY),
     ]
     section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
-    return common.write_result(
+    return outputs.write_result(
         exp_dir,
         sys.modules[__name__],
         cfg,
@@ -409,7 +397,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, methods: list[str], na
         noise_floor=floor.overall(),
         cost={**cost, "note": cost_text},
         tables=tables,
-        figures=[f"{common.FIGURES_DIR}/lds.png"],
+        figures=[f"{outputs.FIGURES_DIR}/lds.png"],
     )
 
 

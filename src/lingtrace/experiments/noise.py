@@ -26,10 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace import evaluation
 from lingtrace.analysis.common import ALL
 from lingtrace.config import Config, apply_overrides
 from lingtrace.data import schema
-from lingtrace.experiments import common
+from lingtrace.experiments import outputs, subruns
+from lingtrace.experiments.base import Base
+from lingtrace.experiments.identity import check_experiment_config, retraining_identity
 from lingtrace.io import write_parquet
 from lingtrace.run import read_predictions, read_split
 
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 
 NAME = "noise-floor"
 #: the base final model's predictions (with logits and margins) on every selected test example
-BASE_PREDICTIONS = common.BASE_PREDICTIONS
+BASE_PREDICTIONS = outputs.BASE_PREDICTIONS
 
 NOISE = {
     "seed": "training seed of the retraining (the base run's train.seed + 1, + 2, ...)",
@@ -90,10 +93,10 @@ def noise_table(base_preds: pd.DataFrame, seeded: dict[int, pd.DataFrame]) -> pd
                     "test_uid": uids.to_numpy(),
                     "test_lang": preds[schema.LANG].astype(str).to_numpy(),
                     "label": preds[schema.LABEL].to_numpy(dtype=np.int64),
-                    "margin_base": base_rows[common.MARGIN].to_numpy(dtype=np.float64),
-                    "margin": preds[common.MARGIN].to_numpy(dtype=np.float64),
-                    "p_base": base_rows[common.P_LABEL].to_numpy(dtype=np.float64),
-                    "p_label": preds[common.P_LABEL].to_numpy(dtype=np.float64),
+                    "margin_base": base_rows[evaluation.MARGIN].to_numpy(dtype=np.float64),
+                    "margin": preds[evaluation.MARGIN].to_numpy(dtype=np.float64),
+                    "p_base": base_rows[evaluation.P_LABEL].to_numpy(dtype=np.float64),
+                    "p_label": preds[evaluation.P_LABEL].to_numpy(dtype=np.float64),
                 }
             )
         )
@@ -168,7 +171,7 @@ class NoiseFloor:
         return row.iloc[0].to_dict() if len(row) else {}
 
 
-def specs(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
+def specs(base: Base, cfg: Config) -> list[subruns.SubRunSpec]:
     """One sub-run per noise seed: the base run's training, dev and test data unchanged, another train.seed."""
     fix = f"rerun `lingtrace prepare {base.run.root} --overwrite` and the stages after it"
     train = read_split(base.run, "train", fix)  # the base run's own order
@@ -177,7 +180,7 @@ def specs(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
     for seed in noise_seeds(cfg):
         reason = f"noise floor: the base run's training set unchanged, retrained with train.seed={seed} instead of {cfg.train.seed}"
         out.append(
-            common.SubRunSpec(
+            subruns.SubRunSpec(
                 name=f"seed-{seed}",
                 cfg=apply_overrides(cfg, [f"train.seed={seed}"]),
                 change="reseeded",
@@ -203,15 +206,15 @@ def plan_rows(cfg: Config, n_train: int) -> list[dict[str, Any]]:
     ]
 
 
-def base_predictions(base: common.Base, exp_dir) -> pd.DataFrame:
+def base_predictions(base: Base, exp_dir) -> pd.DataFrame:
     """The base final model's predictions (margin and logits included) on every selected test example,
     computed once and kept in ``exp_dir``."""
     path = exp_dir / BASE_PREDICTIONS
     if path.exists():
         old = pd.read_parquet(path)
-        if common.MARGIN in old.columns and set(old[schema.UID].astype(str)) >= set(base.selected[schema.UID].astype(str)):
+        if evaluation.MARGIN in old.columns and set(old[schema.UID].astype(str)) >= set(base.selected[schema.UID].astype(str)):
             return old
-    preds = common.predict_frame(base.run, base.cfg, base.selected[schema.EXAMPLE_COLUMNS])
+    preds = evaluation.predict_frame(base.run, base.cfg, base.selected[schema.EXAMPLE_COLUMNS])
     write_parquet(path, preds)
     return preds
 
@@ -228,24 +231,24 @@ def covers_stored(exp_dir, seeds: Sequence[int]) -> bool:
     return set(int(x) for x in stored) <= set(int(x) for x in seeds)
 
 
-def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloor:
+def ensure(base: Base, cfg: Config, overwrite: bool = False) -> NoiseFloor:
     """Train (or reuse) the noise-floor sub-runs and write their tables; returns the floor."""
     exp_dir = base.run.experiment_dir(NAME)
     seeds = noise_seeds(cfg)
     # the seeds are additive (each sub-run stands alone): only the base run's identity is guarded
-    common.check_experiment_config(
-        exp_dir, NAME, {}, {"noise_seeds": len(seeds)}, base, cfg.experiment, overwrite, identity=common.retraining_identity(base)
+    check_experiment_config(
+        exp_dir, NAME, {}, {"noise_seeds": len(seeds)}, base, cfg.experiment, overwrite, identity=retraining_identity(base)
     )
     base_preds = base_predictions(base, exp_dir)
-    subs = common.run_all(specs(base, cfg), base, exp_dir, overwrite, desc=NAME) if seeds else {}
+    subs = subruns.run_all(specs(base, cfg), base, exp_dir, overwrite, desc=NAME) if seeds else {}
     seeded = {seed: read_predictions(subs[f"seed-{seed}"]) for seed in seeds}
     table = noise_table(base_preds, seeded)
     summary = summarize(table, base.languages)
     if not covers_stored(exp_dir, seeds):  # an experiment asking for fewer seeds leaves the shared tables alone
         return NoiseFloor(seeds, table, summary, subs)
-    common.write_table(exp_dir, "noise", table, NOISE)
-    common.write_table(exp_dir, "noise_summary", summary, NOISE_SUMMARY)
-    common.write_summary(
+    outputs.write_table(exp_dir, "noise", table, NOISE)
+    outputs.write_table(exp_dir, "noise_summary", summary, NOISE_SUMMARY)
+    outputs.write_summary(
         exp_dir,
         {
             "experiment": NAME,
@@ -253,7 +256,7 @@ def ensure(base: common.Base, cfg: Config, overwrite: bool = False) -> NoiseFloo
             "seeds": seeds,
             "base_train_seed": int(cfg.train.seed),
             "summary": summary.to_dict(orient="records"),
-            "cost": common.cost_summary(subs, 0),
+            "cost": subruns.cost_summary(subs, 0),
             "tables": ["noise.parquet", "noise_summary.parquet"],
         },
     )

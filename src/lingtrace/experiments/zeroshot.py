@@ -27,14 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lingtrace import evaluation
 from lingtrace.analysis.common import ALL, DIRECTIONS
 from lingtrace.analysis.topk import top_k
 from lingtrace.config import Config
 from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
-from lingtrace.experiments import common
 from lingtrace.experiments import html as section_html
+from lingtrace.experiments import outputs, subruns
+from lingtrace.experiments.base import Base
+from lingtrace.experiments.identity import check_experiment_config
 from lingtrace.influence.store import load_scores
+from lingtrace.report.html import fmt_number, pct
 from lingtrace.run import align_uids, read_predictions, read_selection, read_split
 
 log = logging.getLogger(__name__)
@@ -108,7 +112,7 @@ def sub_name(lang: str) -> str:
     return f"no-{lang}"
 
 
-def exclusion(base: common.Base, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def exclusion(base: Base, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, dev, changed): the base run's training and dev data without ``lang``, and the excluded rows."""
     train = base.train[base.train[schema.LANG].astype(str) != lang].reset_index(drop=True)
     dev = base.dev[base.dev[schema.LANG].astype(str) != lang].reset_index(drop=True)
@@ -123,7 +127,7 @@ def exclusion(base: common.Base, lang: str) -> tuple[pd.DataFrame, pd.DataFrame,
     return train, dev, changed
 
 
-def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
+def build(base: Base, cfg: Config) -> list[subruns.SubRunSpec]:
     langs = languages(cfg)
     if len(base.languages) < 2:
         raise LingtraceError("zero-shot needs at least two training languages", "add languages to the base run's data.languages")
@@ -139,7 +143,7 @@ def build(base: common.Base, cfg: Config) -> list[common.SubRunSpec]:
         if k >= len(train):
             raise LingtraceError(f"top-k = {k} is not below the {len(train)} training examples left without {lang}", "lower experiment.top_k")
         specs.append(
-            common.SubRunSpec(
+            subruns.SubRunSpec(
                 name=sub_name(lang),
                 cfg=sub_cfg,
                 change="excluded",
@@ -264,11 +268,11 @@ def section_body(pngs: list[tuple[str, str]], summ: pd.DataFrame, acc: pd.DataFr
     ]
     return body + [
         "<h3>(a) and (b)</h3>",
-        section_html.table(summ, formats={c: _pct for c in summ.columns if c.startswith("pct_")}, text_columns=["exclude_lang", "direction"]),
+        section_html.table(summ, formats={c: pct for c in summ.columns if c.startswith("pct_")}, text_columns=["exclude_lang", "direction"]),
         "<h3>Accuracy</h3>",
-        section_html.table(acc, formats={"accuracy": _pct}, text_columns=["exclude_lang", "model", "test_lang", "examples"]),
+        section_html.table(acc, formats={"accuracy": pct}, text_columns=["exclude_lang", "model", "test_lang", "examples"]),
         "<details class='more'><summary>(c) language shares of the top-k</summary>"
-        + section_html.table(shares_df, formats={"share": _pct, "share_std": _num, "train_fraction": _pct}, text_columns=["exclude_lang", "model", "direction", "train_lang"])
+        + section_html.table(shares_df, formats={"share": pct, "share_std": fmt_number, "train_fraction": pct}, text_columns=["exclude_lang", "model", "direction", "train_lang"])
         + "</details>",
         *(section_html.columns_doc(NAME, t, TABLES[t.removesuffix(".parquet")]) for t in tables),
     ]
@@ -287,7 +291,7 @@ def _accuracy_rows(lang: str, model: str, frame: pd.DataFrame, examples: str, or
 # ---------------------------------------------------------------- running it
 
 
-def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
+def run(base: Base, cfg: Config, overwrite: bool = False, plan_only: bool = False) -> dict[str, Any]:
     exp_dir = base.run.experiment_dir(NAME)
     specs = build(base, cfg)
     plan = pd.DataFrame(
@@ -295,12 +299,12 @@ def run(base: common.Base, cfg: Config, overwrite: bool = False, plan_only: bool
     )
     if plan_only:
         return {"experiment": NAME, "plan": plan}
-    common.check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
-    subs = common.run_all(specs, base, exp_dir, overwrite, desc=NAME)
+    check_experiment_config(exp_dir, NAME, retraining_settings(cfg), result_settings(cfg), base, cfg.experiment, overwrite)
+    subs = subruns.run_all(specs, base, exp_dir, overwrite, desc=NAME)
     return finish(base, cfg, exp_dir, specs, subs)
 
 
-def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.SubRunSpec], subs: dict) -> dict[str, Any]:
+def finish(base: Base, cfg: Config, exp_dir: Path, specs: list[subruns.SubRunSpec], subs: dict) -> dict[str, Any]:
     k = result_settings(cfg)["top_k"]
     order = list(base.languages)
     base_pool = read_predictions(base.run) if base.run.predictions_path.exists() else None
@@ -310,7 +314,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
         lang = spec.info["exclude_lang"]
         sub = subs[spec.name]
         zs = load_scores(sub)
-        zs_train = align_uids(read_split(sub, "train"), zs.train_uids, f"training data of sub-run {sub.root.name}", common.STALE_SUB_RUN)
+        zs_train = align_uids(read_split(sub, "train"), zs.train_uids, f"training data of sub-run {sub.root.name}", subruns.STALE_SUB_RUN)
         sel_uids = spec.test_examples[schema.UID].astype(str).tolist()
         pos = {u: i for i, u in enumerate(base.scores.test_uids)}
         zpos = {u: i for i, u in enumerate(zs.test_uids)}
@@ -325,7 +329,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
             comp.insert(0, "direction", direction)
             comp.insert(0, "exclude_lang", lang)
             comp["p_label_full"] = fsel[schema.CONFIDENCE].to_numpy(dtype=np.float64)
-            comp["p_label_zero_shot"] = zsel[common.P_LABEL].to_numpy(dtype=np.float64)
+            comp["p_label_zero_shot"] = zsel[evaluation.P_LABEL].to_numpy(dtype=np.float64)
             comp["correct_zero_shot"] = zsel[schema.PRED].to_numpy() == zsel[schema.LABEL].to_numpy()
             per_test.append(comp[list(PER_TEST)])
             summary_rows.append(summary_row(comp, lang, direction, k))
@@ -341,18 +345,18 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
     shares_df = pd.DataFrame(share_rows, columns=list(SHARES))
     acc = pd.DataFrame(acc_rows, columns=list(ACCURACY))
     tables = [
-        common.write_table(exp_dir, "zero_shot", summ, SUMMARY),
-        common.write_table(exp_dir, "per_test", per_test_df, PER_TEST),
-        common.write_table(exp_dir, "language_shares", shares_df, SHARES),
-        common.write_table(exp_dir, "accuracy", acc, ACCURACY),
+        outputs.write_table(exp_dir, "zero_shot", summ, SUMMARY),
+        outputs.write_table(exp_dir, "per_test", per_test_df, PER_TEST),
+        outputs.write_table(exp_dir, "language_shares", shares_df, SHARES),
+        outputs.write_table(exp_dir, "accuracy", acc, ACCURACY),
     ]
     for spec in specs:
         lang = spec.info["exclude_lang"]
-        png = common.write_figure(exp_dir, f"zero_shot_{lang}", _figure(lang, summ, shares_df, order, k))
-        figures.append(f"{common.FIGURES_DIR}/zero_shot_{lang}.png")
+        png = outputs.write_figure(exp_dir, f"zero_shot_{lang}", _figure(lang, summ, shares_df, order, k))
+        figures.append(f"{outputs.FIGURES_DIR}/zero_shot_{lang}.png")
         pngs.append((lang, png))
         readings.append(_reading(lang, summ, shares_df, acc, k))
-    cost = common.cost_summary(subs, len(specs))
+    cost = subruns.cost_summary(subs, len(specs))
     n_sel = sum(len(s.test_examples) for s in specs)
     cost_text = (
         f"{len(specs)} retraining(s) (one per left-out language: {', '.join(s.info['exclude_lang'] for s in specs)}) and as many "
@@ -368,7 +372,7 @@ def finish(base: common.Base, cfg: Config, exp_dir: Path, specs: list[common.Sub
     ]
     body = section_body(pngs, summ, acc, shares_df, tables, k)
     section = {"readings": readings, "cost": cost_text, "notes": notes, "body": "\n".join(body)}
-    return common.write_result(
+    return outputs.write_result(
         exp_dir,
         sys.modules[__name__],
         cfg,
@@ -437,15 +441,3 @@ def _figure(lang: str, summ: pd.DataFrame, shares: pd.DataFrame, order: Sequence
     ax2.set_title(f"(a) translations of the full model's {lang} top-{k}; (b) other-language top-{k} kept", fontsize=9)
     ax2.legend(fontsize=8)
     return fig
-
-
-def _pct(x) -> str:
-    from lingtrace.report.html import pct
-
-    return pct(x)
-
-
-def _num(x) -> str:
-    from lingtrace.report.html import fmt_number
-
-    return fmt_number(x)

@@ -13,7 +13,7 @@ from lingtrace.influence import errors
 
 _RETRAIN = "retrain with `lingtrace train RUN --overwrite`"
 
-FIXES: dict[type[errors.InfluenceError], str | None] = {
+FIXES: dict[type[Exception], str | None] = {
     errors.NoCheckpoints: "train the model first",
     errors.NoExamples: None,
     errors.BadExamples: "give text_a and label columns",
@@ -24,7 +24,8 @@ FIXES: dict[type[errors.InfluenceError], str | None] = {
     errors.NotEnoughMemory: "lower influence.batch_size, select fewer parameters (influence.params) or set influence.projection_dim",
     errors.OutOfMemory: "lower influence.batch_size, set influence.test_chunk smaller, use influence.dtype=bfloat16 on a GPU, "
     "or influence.projection_dim; then rerun to resume",
-    errors.MissingSecondMoments: f"{_RETRAIN} (training saves them with every checkpoint), or leave adam-cosine out of influence.methods",
+    errors.MissingSecondMoments: f"{_RETRAIN} (training saves them with every checkpoint); for an imported run, import again from "
+    "Trainer checkpoints that hold the AdamW optimizer.pt; or leave adam-cosine out of influence.methods",
     errors.BadSecondMoments: f"{_RETRAIN}, or leave adam-cosine out of influence.methods",
     errors.MissingDependency: 'pip install -e ".[ekfac]" && pip install --no-deps "kronfluence==1.0.1" (see the README), '
     "or leave ekfac out of influence.methods",
@@ -32,7 +33,7 @@ FIXES: dict[type[errors.InfluenceError], str | None] = {
 }
 
 
-def user_error(exc: errors.InfluenceError) -> LingtraceError:
-    """The ``LingtraceError`` (problem and fix) for an engine error."""
+def user_error(exc: Exception) -> LingtraceError:
+    """The ``LingtraceError`` (problem and fix) for an engine error (one of ``errors.ENGINE_ERRORS``)."""
     fix = next((FIXES[cls] for cls in type(exc).__mro__ if cls in FIXES), None)
     return LingtraceError(str(exc), fix)

@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 
-from lingtrace.influence.examples import Examples
 from lingtrace.influence.params import TrackedParams
-from lingtrace.influence.task import Batch, Task
+from lingtrace.objectives import Batch, Examples, Objective
 
 
 @dataclass
@@ -28,12 +27,12 @@ class Checkpoint:
 @dataclass
 class CheckpointContext:
     """A loaded checkpoint: the model in eval mode on ``device`` in ``dtype``, its tracked parameters
-    (None for methods that take no gradients), the task, and the sizes planning needs."""
+    (None for methods that take no gradients), the objective, and the sizes planning needs."""
 
     checkpoint: Checkpoint
     model: torch.nn.Module
     tracked: TrackedParams | None
-    task: Task
+    objective: Objective
     device: torch.device
     dtype: torch.dtype  # parameters and accumulation (float32 or float64)
     autocast: torch.dtype | None  # bf16/fp16 autocast of the passes (CUDA), else None

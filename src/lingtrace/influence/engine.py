@@ -23,15 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.influence import errors
 from lingtrace.influence.context import Checkpoint, CheckpointContext
-from lingtrace.influence.examples import Examples, batches
 from lingtrace.influence.memory import available_memory
 from lingtrace.influence.methods.base import Estimator, Resident
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.params import TrackedParams, select_params
 from lingtrace.influence.plan import Part, Plan, Sink
-from lingtrace.influence.task import ClassificationTask, Task
+from lingtrace.objectives import ClassificationObjective, Examples, Objective, batches
 from lingtrace.utils import progress, resolve_device
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Engine:
         checkpoints: Sequence[Checkpoint],
         options: InfluenceOptions,
         tuning: Tuning | None = None,
-        task: Task | None = None,
+        objective: Objective | None = None,
         device: str | torch.device | None = None,
     ):
         if not checkpoints:
@@ -64,7 +63,7 @@ class Engine:
         self.checkpoints = estimator.select_checkpoints(list(checkpoints))
         self.options = options
         self.tuning = tuning or Tuning()
-        self.task = task or ClassificationTask()
+        self.objective = objective or ClassificationObjective()
         device = options.device if device is None else device
         self.device = resolve_device(device) if isinstance(device, str) else device
         # bf16/fp16: autocast for the passes on CUDA, float32 parameters and accumulation
@@ -79,7 +78,7 @@ class Engine:
         self.memory_fraction = fraction if fraction is not None else (0.85 if self.device.type == "cuda" else 0.5)
         self.tracked: TrackedParams | None = None
         self._tracked_sig = None
-        self.collate: Callable | None = None  # the task's collate with the pad id bound (set at each load)
+        self.collate: Callable | None = None  # the objective's collate with the pad id bound (set at each load)
         self.avg_tokens: float | None = None  # of the examples being scored (set by run and make_plan)
         self.n_test: int | None = None  # test examples being scored (set by run and make_plan)
         kind = estimator.pass_kind
@@ -104,7 +103,7 @@ class Engine:
         t0 = time.perf_counter()
         try:
             model = self.model_factory(ckpt.source)
-        except errors.InfluenceError:
+        except errors.ENGINE_ERRORS:
             raise
         except Exception as e:  # a damaged checkpoint: one clear line
             first = str(e).splitlines()[0] if str(e) else ""
@@ -121,12 +120,12 @@ class Engine:
             tracked = select_params(model, self.options.params, self.tuning.trainable_only)
             self._check_tracked(tracked)
         self._add_time("load", t0)
-        self.collate = partial(self.task.collate, pad_id=self.task.pad_id(model) if pad_id is None else int(pad_id))
+        self.collate = partial(self.objective.collate, pad_id=self.objective.pad_id(model) if pad_id is None else int(pad_id))
         ctx = CheckpointContext(
             checkpoint=ckpt,
             model=model,
             tracked=tracked,
-            task=self.task,
+            objective=self.objective,
             device=self.device,
             dtype=self.param_dtype,
             autocast=self.autocast,

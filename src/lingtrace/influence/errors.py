@@ -1,10 +1,14 @@
 """The influence engine's exceptions: plain messages saying what went wrong, no advice.
 
 The layers a user talks to (``influence.stage`` for the CLI, the ``TracIn`` facade for the Python API)
-turn them into ``LingtraceError`` with a fix through ``influence.advice.user_error``.
+turn them into ``LingtraceError`` with a fix through ``influence.advice.user_error``. The engine also
+passes on the objectives' errors (``lingtrace.objectives.errors``: a model or examples the objective
+cannot read); ``ENGINE_ERRORS`` is what those layers catch.
 """
 
 from __future__ import annotations
+
+from lingtrace.objectives.errors import BadExamples, ObjectiveError, UnsupportedModel
 
 
 class InfluenceError(Exception):
@@ -17,10 +21,6 @@ class NoCheckpoints(InfluenceError):
 
 class NoExamples(InfluenceError):
     pass
-
-
-class BadExamples(InfluenceError):
-    """Examples that cannot be tokenised (a missing column)."""
 
 
 class CheckpointLoadError(InfluenceError):
@@ -59,5 +59,24 @@ class MissingDependency(InfluenceError):
     """An optional package a method needs (ekfac: kronfluence) is missing or of another version."""
 
 
-class UnsupportedModel(InfluenceError):
-    """A model the method cannot read (e.g. no pooled representation)."""
+#: what the engine, its methods and the objectives raise on bad input or resources
+ENGINE_ERRORS: tuple[type[Exception], ...] = (InfluenceError, ObjectiveError)
+
+__all__ = [
+    "ENGINE_ERRORS",
+    "BadExamples",
+    "BadSecondMoments",
+    "CheckpointLoadError",
+    "InfluenceError",
+    "MismatchedCheckpoints",
+    "MissingDependency",
+    "MissingSecondMoments",
+    "NoCheckpoints",
+    "NoExamples",
+    "NoParametersSelected",
+    "NoTrainableParameters",
+    "NotEnoughMemory",
+    "ObjectiveError",
+    "OutOfMemory",
+    "UnsupportedModel",
+]

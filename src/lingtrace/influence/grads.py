@@ -1,6 +1,6 @@
-"""Per-example gradients of a task's loss for a batch, with ``torch.func`` (``functional_call`` + ``vmap(grad)``).
+"""Per-example gradients of an objective's loss for a batch, with ``torch.func`` (``functional_call`` + ``vmap(grad)``).
 
-Each example's loss is its own (``Task.example_loss``, summed over the example, never a batch mean),
+Each example's loss is its own (``Objective.example_loss``, summed over the example, never a batch mean),
 computed in ``model.eval()`` mode (dropout off). The model is called with ``inputs_embeds`` looked up
 outside the vmapped function, so the gradient with respect to the word-embedding matrix arrives as
 one gradient row per token position and is kept sparse (``SparseRows``), never as a dense V x H
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from lingtrace.influence.options import LINEAR_PATHS
+from lingtrace.config.influence import LINEAR_PATHS
 from lingtrace.influence.params import TrackedParams
 from lingtrace.influence.sparse import SparseRows
-from lingtrace.influence.task import Batch, ClassificationTask, Task, collate
+from lingtrace.objectives import Batch, ClassificationObjective, Objective, collate
 
 __all__ = ["Batch", "BatchGrads", "LinearFactors", "PerSampleGradients", "choose_factored", "collate"]
 
@@ -133,7 +133,7 @@ class BatchGrads:
 class PerSampleGradients:
     """Callable computing ``BatchGrads`` for a ``Batch`` with one vmapped pass over the model.
 
-    ``task`` gives the loss and the model inputs (default: sequence classification).
+    ``objective`` gives the loss and the model inputs (default: sequence classification).
     ``autocast_dtype`` (bfloat16/float16, CUDA only) runs the forward and backward under autocast;
     gradients of the float32 parameters stay float32. ``linear_path`` decides which tracked
     ``nn.Linear`` weights are kept factored (module docstring; ``materialised``, the default, keeps
@@ -150,7 +150,7 @@ class PerSampleGradients:
         model: torch.nn.Module,
         tracked: TrackedParams,
         autocast_dtype: torch.dtype | None = None,
-        task: Task | None = None,
+        objective: Objective | None = None,
         linear_path: str = "materialised",
         avg_tokens: float | None = None,
         probe_all: bool = False,
@@ -159,7 +159,7 @@ class PerSampleGradients:
             raise ValueError(f"linear_path must be one of {', '.join(LINEAR_PATHS)}, got {linear_path!r}")
         self.model = model
         self.tracked = tracked
-        self.task = task or ClassificationTask()
+        self.objective = objective or ClassificationObjective()
         self.autocast_dtype = autocast_dtype
         self.linear_path = linear_path
         self.avg_tokens = avg_tokens
@@ -208,7 +208,7 @@ class PerSampleGradients:
         def loss_one(params, embeds, inputs, probes):
             self._state = {"mode": "grad", "probes": probes, "inputs": {}}
             try:
-                loss = self.task.example_loss(self._forward(params), embeds, inputs)
+                loss = self.objective.example_loss(self._forward(params), embeds, inputs)
                 return loss, dict(self._state["inputs"])
             finally:
                 self._state = None
@@ -261,7 +261,7 @@ class PerSampleGradients:
             self._state = {"mode": "shapes", "shapes": {}, "twice": set()}
             try:
                 with torch.no_grad():
-                    self.task.example_loss(self._forward(params), embeds[0], {k: v[0] for k, v in inputs.items()})
+                    self.objective.example_loss(self._forward(params), embeds[0], {k: v[0] for k, v in inputs.items()})
                 shapes, twice = self._state["shapes"], self._state["twice"]
             finally:
                 self._state = None
@@ -298,7 +298,7 @@ class PerSampleGradients:
         """Per-example gradients (and losses) of a batch already on the model's device."""
         named = dict(self.model.named_parameters())
         ids = batch.input_ids
-        inputs = self.task.example_inputs(self.model, batch)
+        inputs = self.objective.example_inputs(self.model, batch)
         embeds = torch.nn.functional.embedding(ids, self.word_weight.detach())
         b = len(batch)
         with self._autocast(ids.device), self._patched():

@@ -17,21 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from lingtrace.config import Config
+from lingtrace.config.influence import InfluenceOptions, foreign_keys
 from lingtrace.distributed import SINGLE, Dist, decide_on_main
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.advice import user_error
 from lingtrace.influence.context import Checkpoint
-from lingtrace.influence.decoder_task import task_for
 from lingtrace.influence.engine import Engine
-from lingtrace.influence.errors import InfluenceError
-from lingtrace.influence.examples import Examples
+from lingtrace.influence.errors import ENGINE_ERRORS
 from lingtrace.influence.methods import estimator_class
 from lingtrace.influence.methods.base import Estimator
-from lingtrace.influence.options import InfluenceOptions, foreign_keys
 from lingtrace.influence.plan import Plan
 from lingtrace.influence.store import StoreMeta, StoreWriter
-from lingtrace.influence.task import Task
 from lingtrace.influence.tracin import checkpoint_factory, default_pad_id
+from lingtrace.models.checkpoints import check_weights
+from lingtrace.objectives import Examples, Objective, objective_for
 from lingtrace.run import RunDir, fingerprint, read_manifest, read_selection, read_split, read_task
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,9 @@ class Inputs:
     test: Examples
     pad_id: int
     manifest_fingerprint: str | None
-    task: Task
+    objective: Objective
+    #: each checkpoint's weights identity (``models.checkpoints.weights_identity``), checked against the manifest
+    weights: list[dict[str, Any]]
 
 
 def _inputs(run: RunDir, cfg: Config) -> Inputs:
@@ -75,20 +76,21 @@ def _inputs(run: RunDir, cfg: Config) -> Inputs:
     for d in dirs:
         if not d.is_dir():
             raise LingtraceError(f"checkpoint {d} is missing", "retrain with `lingtrace train RUN --overwrite`")
+    weights = [check_weights(d, r.get("weights")) for d, r in zip(dirs, records)]
     train = read_split(run, "train")
     test = read_selection(run)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(dirs[-1]))
     except Exception as e:  # noqa: BLE001
         raise LingtraceError(f"cannot load the tokenizer of {dirs[-1]}: {e}", "retrain with `lingtrace train RUN --overwrite`") from e
-    task = task_for(cfg, read_task(run)["label_names"])
+    objective = objective_for(cfg, read_task(run)["label_names"])
     try:
-        train_ex = task.examples(train, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
-        test_ex = task.examples(test, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
-    except InfluenceError as e:
+        train_ex = objective.examples(train, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
+        test_ex = objective.examples(test, tokenizer, cfg.model.max_length, cfg.model.text_prefix)
+    except ENGINE_ERRORS as e:
         raise user_error(e) from e
     checkpoints = [Checkpoint(d, int(r["epoch"]), float(r["lr_mean"]), int(r["epoch"]) == int(final)) for d, r in zip(dirs, records)]
-    return Inputs(checkpoints, train_ex, test_ex, default_pad_id(tokenizer), manifest.get("fingerprint"), task)
+    return Inputs(checkpoints, train_ex, test_ex, default_pad_id(tokenizer), manifest.get("fingerprint"), objective, weights)
 
 
 def method_fingerprint(run: RunDir, cfg: Config, estimator: Estimator, epochs: list[int], inputs: Inputs) -> str:
@@ -101,6 +103,7 @@ def method_fingerprint(run: RunDir, cfg: Config, estimator: Estimator, epochs: l
     parts = {
         "stage": stage,
         "manifest": inputs.manifest_fingerprint,
+        "weights": [w for c, w in zip(inputs.checkpoints, inputs.weights) if c.epoch in epochs],
         "epochs": epochs,
         "train": _uid_hash(inputs.train.uids),
         "test": _uid_hash(inputs.test.uids),
@@ -128,7 +131,7 @@ def _store_meta(run: RunDir, cfg: Config, estimator: Estimator, checkpoints: lis
 
 
 def _to_user(e: Exception) -> LingtraceError | None:
-    return user_error(e) if isinstance(e, InfluenceError) else None
+    return user_error(e) if isinstance(e, ENGINE_ERRORS) else None
 
 
 def _guarded(dist: Dist, make):
@@ -142,8 +145,8 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
     icfg = cfg.influence
     directory = run.influence_store(estimator.name)
     try:
-        engine = Engine(estimator, checkpoint_factory(cfg.model.freeze_embeddings), inputs.checkpoints, icfg, task=inputs.task, device=dist.device(icfg.device))
-    except InfluenceError as e:
+        engine = Engine(estimator, checkpoint_factory(cfg.model.freeze_embeddings), inputs.checkpoints, icfg, objective=inputs.objective, device=dist.device(icfg.device))
+    except ENGINE_ERRORS as e:
         raise user_error(e) from e
     epochs = engine.epochs
     fp = method_fingerprint(run, cfg, estimator, epochs, inputs)
@@ -167,7 +170,7 @@ def run_method(run: RunDir, cfg: Config, estimator: Estimator, inputs: Inputs, o
     t0 = time.perf_counter()
     try:
         engine.run(inputs.train, inputs.test, sink, inputs.pad_id, rank=dist.rank, world=dist.world)
-    except InfluenceError as e:
+    except ENGINE_ERRORS as e:
         raise user_error(e) from e
     per_rank = dist.gather({**engine.stats, "wall_seconds": time.perf_counter() - t0})
     dist.barrier()  # every rank's parts are written

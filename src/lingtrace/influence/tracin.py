@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from lingtrace.config.influence import MODES, InfluenceOptions, Tuning
 from lingtrace.influence.advice import user_error
 from lingtrace.influence.context import Checkpoint
 from lingtrace.influence.engine import Engine
-from lingtrace.influence.errors import InfluenceError
-from lingtrace.influence.examples import Examples
+from lingtrace.influence.errors import ENGINE_ERRORS
 from lingtrace.influence.memory import available_memory
 from lingtrace.influence.methods.tracin import TracInEstimator
-from lingtrace.influence.options import MODES, InfluenceOptions, Tuning
 from lingtrace.influence.plan import GROUP_PREFIX, SCORES, MemorySink, Part, Plan
+from lingtrace.objectives import Examples
 
 __all__ = [
     "MODES",
@@ -91,7 +91,7 @@ class TracIn:
     ``params``, ``breakdown``, ``batch_size``, ``test_chunk``, ``device``, ``dtype``,
     ``projection_dim``, ``projection_seed``) and ``Tuning`` fields (``trainable_only``, ``shard_size``,
     ``sort_by_length``, ``embedding_method``, ``profile``, ``memory_fraction``, ``show_progress``);
-    ``task`` the loss (default: sequence classification).
+    ``objective`` the loss (default: sequence classification).
     """
 
     def __init__(
@@ -103,7 +103,7 @@ class TracIn:
         lr: Sequence[float] | None = None,
         device: str | torch.device = "auto",
         breakdown: bool = False,
-        task=None,
+        objective=None,
         **options: Any,
     ):
         tuning_keys = set(Tuning.__dataclass_fields__)
@@ -120,8 +120,8 @@ class TracIn:
             points = [Checkpoint(source, e, None if lr is None else float(lr[i])) for i, (source, e) in enumerate(zip(checkpoints, epochs))]
             if breakdown and opts.projection_dim is not None:
                 log.warning("the per-group breakdown is not available with a random projection; storing totals only")
-            self.engine = Engine(TracInEstimator(opts, tuning), model_factory, points, opts, tuning, task=task, device=device)
-        except InfluenceError as e:
+            self.engine = Engine(TracInEstimator(opts, tuning), model_factory, points, opts, tuning, objective=objective, device=device)
+        except ENGINE_ERRORS as e:
             raise user_error(e) from e
         self.options, self.tuning = opts, tuning
 
@@ -145,7 +145,7 @@ class TracIn:
         """The plan for these examples (loads the first checkpoint to size the gradients)."""
         try:
             return self.engine.make_plan(train, test, world)
-        except InfluenceError as e:
+        except ENGINE_ERRORS as e:
             raise user_error(e) from e
 
     def run(self, train: Examples, test: Examples, sink, pad_id: int | None = None, rank: int = 0, world: int = 1) -> Plan:
@@ -153,7 +153,7 @@ class TracIn:
         ``pad_id`` defaults to the model's. See ``Engine.run``."""
         try:
             return self.engine.run(train, test, sink, pad_id, rank=rank, world=world)
-        except InfluenceError as e:
+        except ENGINE_ERRORS as e:
             raise user_error(e) from e
 
     def scores(self, train, test, tokenizer=None, max_length: int = 128, prefix: str = "", pad_id: int | None = None) -> TracInResult:
@@ -161,7 +161,7 @@ class TracIn:
         try:
             train_ex = train if isinstance(train, Examples) else Examples.from_frame(train, tokenizer, max_length, prefix)
             test_ex = test if isinstance(test, Examples) else Examples.from_frame(test, tokenizer, max_length, prefix)
-        except InfluenceError as e:
+        except ENGINE_ERRORS as e:
             raise user_error(e) from e
         if pad_id is None and tokenizer is not None:
             pad_id = getattr(tokenizer, "pad_token_id", None)

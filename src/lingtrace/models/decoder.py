@@ -257,7 +257,7 @@ def load_lora_checkpoint(directory: Path, record: dict[str, Any]):
     except ImportError:  # pragma: no cover - older transformers
         from transformers.modeling_utils import no_init_weights
 
-    from lingtrace.training.checkpoints import checkpoint_tensors
+    from lingtrace.models.checkpoints import checkpoint_tensors
 
     config = AutoConfig.from_pretrained(directory)
     with no_init_weights():

@@ -7,11 +7,13 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from lingtrace.config import ModelConfig
 from lingtrace.errors import LingtraceError
+from lingtrace.models.hf import quiet_transformers
+from lingtrace.run import RunDir, pruned_record
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = ("multilingual-e5-small", "smollm2-135m-instruct")
@@ -57,23 +59,6 @@ def resolve_model_path(mcfg: ModelConfig) -> str:
     if _looks_like_path(name):
         raise LingtraceError(f"model directory {name} does not exist", _LOCAL_FIX)
     return name
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence the expected "newly initialised classifier" notices and transformers' own progress bars (loading, saving)."""
-    from transformers.utils import logging as hf_logging
-
-    old = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(old)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _reason(e: BaseException) -> str:
@@ -211,7 +196,7 @@ def load_checkpoint(path: str | os.PathLike, with_tokenizer: bool = True):
     if pruned and not d.is_dir():
         raise LingtraceError(
             f"checkpoint {d} was deleted after {pruned} to save disk (the run keeps its manifest, predictions and scores)",
-            f"retrain it with `lingtrace train {d.parent.parent} --overwrite`",
+            f"retrain it with `lingtrace train {RunDir.holding_checkpoint(d).root} --overwrite`",
         )
     if not d.is_dir():
         raise LingtraceError(f"checkpoint directory {d} does not exist", "run `lingtrace train` first")
@@ -255,10 +240,7 @@ def label_names_of(model) -> list[str]:
 
 def _pruned_by(checkpoint: Path) -> str | None:
     """What pruned the checkpoints of the run holding ``checkpoint`` (``RUN/checkpoints/epoch-K``), if anything."""
-    from lingtrace.run import RunDir
-    from lingtrace.training.checkpoints import pruned_record
-
-    record = pruned_record(RunDir(checkpoint.parent.parent))
+    record = pruned_record(RunDir.holding_checkpoint(checkpoint))
     return str(record.get("by", "an experiment")) if isinstance(record, dict) else None
 
 

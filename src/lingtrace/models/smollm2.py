@@ -55,7 +55,7 @@ def unpack_gguf(gguf: Path, out: Path) -> None:
     chat template). transformers refuses ``save_pretrained`` on a model loaded with ``gguf_file`` (its
     quantizer is not serialisable) although every weight was dequantised into a plain module; the
     quantizer and its config entry are dropped first."""
-    from lingtrace.models.loading import quiet_transformers
+    from lingtrace.models.hf import quiet_transformers
 
     with quiet_transformers():
         model, tokenizer = load_gguf(gguf)

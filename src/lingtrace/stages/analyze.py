@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lingtrace.config import STAGE_SECTIONS
 from lingtrace.stages.base import Stage, StageContext
 
 
@@ -16,7 +17,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 STAGE = Stage(
     name="analyze",
     help="the paper's analyses (language shares, average influence, translation overlap, dynamics, ...) into RUN/analysis/",
-    sections=("data", "model", "train", "select", "influence", "analysis"),
+    sections=STAGE_SECTIONS["analyze"],
     inputs=lambda run: [run.split_path("train"), run.selection_path, run.task_path, run.influence_root],
     outputs=lambda run: [run.analysis_dir],
     run=run,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lingtrace.config import STAGE_SECTIONS
 from lingtrace.stages.base import Stage, StageContext
 
 
@@ -28,7 +29,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 STAGE = Stage(
     name="influence",
     help="TracIn scores of every training example for every selected test example into RUN/influence/",
-    sections=("data", "model", "train", "select", "influence"),
+    sections=STAGE_SECTIONS["influence"],
     inputs=lambda run: [run.split_path("train"), run.selection_path, run.manifest_path, run.checkpoints_dir],
     outputs=lambda run: [run.influence_root],  # one store per method: RUN/influence/METHOD/
     run=run,

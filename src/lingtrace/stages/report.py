@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lingtrace.config import STAGE_SECTIONS
 from lingtrace.stages.base import Stage, StageContext
 
 
@@ -16,7 +17,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 STAGE = Stage(
     name="report",
     help="the HTML report with figures, tables and an example browser into RUN/report/ (one self-contained page)",
-    sections=("data", "model", "train", "select", "influence", "analysis"),
+    sections=STAGE_SECTIONS["report"],
     inputs=lambda run: [run.config_path, run.split_path("train"), run.selection_path, run.manifest_path, run.analysis_dir, run.experiments_dir],
     outputs=lambda run: [run.report_page],
     run=run,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lingtrace.config import STAGE_SECTIONS
 from lingtrace.stages.base import Stage, StageContext
 
 
@@ -23,7 +24,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 STAGE = Stage(
     name="select",
     help="draw the test examples the final model predicts correctly into RUN/selection/",
-    sections=("data", "model", "train", "select"),
+    sections=STAGE_SECTIONS["select"],
     inputs=lambda run: [run.given_dir if run.has_given_test_examples() else run.split_path("test"), run.manifest_path, run.checkpoints_dir],
     outputs=lambda run: [run.predictions_path, run.selection_path],
     run=run,

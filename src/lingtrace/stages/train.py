@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lingtrace.config import STAGE_SECTIONS
 from lingtrace.stages.base import Stage, StageContext
 
 
@@ -17,7 +18,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 STAGE = Stage(
     name="train",
     help="fine-tune with a checkpoint per epoch into RUN/checkpoints/ (resumes after an interruption)",
-    sections=("data", "model", "train"),
+    sections=STAGE_SECTIONS["train"],
     inputs=lambda run: [run.split_path("train"), run.split_path("dev"), run.task_path],
     outputs=lambda run: [run.checkpoints_dir, run.manifest_path],
     run=run,

@@ -28,11 +28,9 @@ import torch
 from safetensors import safe_open
 
 from lingtrace.errors import LingtraceError
-from lingtrace.training.checkpoints import save_safetensors
+from lingtrace.models.checkpoints import save_safetensors
+from lingtrace.run import LEGACY_TRAINER_STATE_FILE
 
-STATE_FILE = "trainer_state.safetensors"
-#: the pickle earlier versions wrote; never loaded
-LEGACY_STATE_FILE = "trainer_state.pt"
 FORMAT = "lingtrace-trainer-state-v1"
 _ADAM_TENSORS = ("step", "exp_avg", "exp_avg_sq")
 
@@ -170,7 +168,7 @@ def load_trainer_state(
     """
     path = Path(path)
     fix = "pass --overwrite to retrain from scratch"
-    legacy = path.with_name(LEGACY_STATE_FILE)
+    legacy = path.with_name(LEGACY_TRAINER_STATE_FILE)
     if legacy.exists():
         raise LingtraceError(
             f"cannot resume: {legacy} is a pickled trainer state of an older lingtrace; it is not loaded, since unpickling a file can run code",

@@ -31,25 +31,27 @@ from lingtrace.evaluation import (
     autocast_context,
     batches,
     majority_baseline,
-    model_task,
+    model_objective,
     predict,
 )
 from lingtrace.io import atomic_dir
+from lingtrace.models.checkpoints import save_checkpoint, save_second_moments, weights_identity
 from lingtrace.models.loading import freeze_word_embeddings, load_checkpoint, load_model_and_tokenizer
-from lingtrace.run import RunDir, fingerprint, read_manifest, read_split, read_task, write_manifest
-from lingtrace.training.checkpoints import PRUNED, save_checkpoint, save_second_moments
-from lingtrace.training.state import (
-    LEGACY_STATE_FILE,
-    STATE_FILE,
-    load_trainer_state,
-    rng_state,
-    save_trainer_state,
+from lingtrace.run import (
+    LEGACY_TRAINER_STATE_FILE,
+    PRUNED,
+    TRAINER_STATE_FILE,
+    RunDir,
+    fingerprint,
+    read_manifest,
+    read_split,
+    read_task,
+    write_manifest,
 )
+from lingtrace.training.state import load_trainer_state, rng_state, save_trainer_state
 from lingtrace.utils import progress, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
-
-TRAINER_STATE = STATE_FILE
 
 
 @dataclass
@@ -97,7 +99,7 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
     model, tokenizer = load_for_training(run, cfg, task["label_names"], manifest["epochs"])
     model.to(device)
     optimizer, scheduler, scaler = build_optimiser(model, cfg, len(train_df), device)
-    state_path = run.checkpoints_dir / TRAINER_STATE
+    state_path = run.checkpoints_dir / TRAINER_STATE_FILE
     where = resume(state_path, manifest["epochs"], optimizer, scheduler, model, dist)
     net = model
     if dist.enabled:
@@ -115,7 +117,10 @@ def train(run: RunDir, cfg: Config, overwrite: bool = False, dist: Dist = SINGLE
         else:
             where.bad_epochs += 1
         checkpoint_epoch(run, model, tokenizer, optimizer, scheduler, state_path, epoch, where, dist)
-        manifest["epochs"].append(rec.__dict__)
+        record = dict(rec.__dict__)
+        if dist.is_main:  # what identifies the weights just written (checked before influence loads them)
+            record["weights"] = weights_identity(run.checkpoint_dir(epoch))
+        manifest["epochs"].append(record)
         manifest["final_epoch"] = manifest["best_epoch"]
         if dist.is_main:
             write_manifest(run, manifest)
@@ -158,7 +163,7 @@ def reconcile_manifest(run: RunDir, cfg: Config, overwrite: bool, dist: Dist, de
     if dist.is_main:
         for old in run.checkpoints_dir.glob("epoch-*"):
             shutil.rmtree(old, ignore_errors=True)
-        for name in (TRAINER_STATE, LEGACY_STATE_FILE):
+        for name in (TRAINER_STATE_FILE, LEGACY_TRAINER_STATE_FILE):
             (run.checkpoints_dir / name).unlink(missing_ok=True)
     dist.barrier()
     return {
@@ -215,7 +220,7 @@ def train_epoch(net, model, tokenizer, train_df, cfg: Config, epoch: int, optimi
     """One pass over the training data in this epoch's seeded order; returns each step's global mean loss
     (all ranks) and learning rate."""
     tcfg = cfg.train
-    task = model_task(cfg, model)
+    objective = model_objective(cfg, model)
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     order = np.random.default_rng(tcfg.seed * 1000 + epoch).permutation(len(train_df))
@@ -227,10 +232,10 @@ def train_epoch(net, model, tokenizer, train_df, cfg: Config, epoch: int, optimi
         empty = len(local) == 0
         if empty:  # a last batch smaller than the number of processes: take part with zero loss
             local = rows.iloc[:1]
-        batch = task.encode_rows(tokenizer, local, cfg.model.max_length, cfg.model.text_prefix).to(device)
+        batch = objective.encode_rows(tokenizer, local, cfg.model.max_length, cfg.model.text_prefix).to(device)
         lrs.append(scheduler.get_last_lr()[0])
         with autocast_context(device, tcfg.mixed_precision):
-            per_example = task.batch_losses(net, batch).float()
+            per_example = objective.batch_losses(net, batch).float()
         if empty:
             per_example = per_example * 0
         # DDP averages gradients over ranks: scale so the average is the global batch mean

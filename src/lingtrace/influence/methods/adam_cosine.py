@@ -15,8 +15,11 @@ The second moments come from ``checkpoints/epoch-K/optimizer_second_moments.safe
 training next to each checkpoint: one float32 tensor per trained parameter, keyed by its name in
 ``model.named_parameters()``, holding AdamW's raw ``exp_avg_sq``, with the safetensors metadata
 strings ``step``, ``beta1``, ``beta2``, ``eps``, ``lr``, ``weight_decay`` and ``format`` =
-``adamw-exp_avg_sq-v1``. Checkpoints without the file (runs trained before training saved it,
-imported checkpoints) cannot be scored by this method.
+``adamw-exp_avg_sq-v1``. ``lingtrace import`` writes the same file from the ``optimizer.pt`` of a
+``transformers.Trainer`` checkpoint, and ``LingtraceCallback`` from the Trainer's live optimizer. Checkpoints
+without the file (runs trained before training saved it, checkpoints imported without an AdamW state)
+cannot be scored by this method; the manifest's ``second_moments`` record of the epoch says why, and the
+refusal repeats it.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.influence.context import Checkpoint
 from lingtrace.influence.errors import BadSecondMoments, MissingSecondMoments
 from lingtrace.influence.grads import BatchGrads
 from lingtrace.influence.methods.base import cosine_
 from lingtrace.influence.methods.gradient import GradientEstimator
-from lingtrace.influence.options import InfluenceOptions, Tuning
 
 SECOND_MOMENTS_FILE = "optimizer_second_moments.safetensors"
 SECOND_MOMENTS_FORMAT = "adamw-exp_avg_sq-v1"
@@ -74,6 +77,21 @@ def read_second_moments(source: Any, names: list[str] | None = None) -> Moments:
         return {n: f.get_tensor(n) for n in wanted}, meta
 
 
+def _recorded_reason(checkpoint: Path) -> str | None:
+    """Why an imported checkpoint has no second moments, as its epoch's manifest record says (None when
+    the run records nothing: a native run trained before training saved them)."""
+    from lingtrace.run import RunDir, read_manifest
+
+    try:
+        manifest = read_manifest(RunDir.holding_checkpoint(checkpoint)) or {}
+    except (OSError, ValueError):
+        return None
+    for record in manifest.get("epochs", []):
+        if record.get("path") == checkpoint.name and isinstance(record.get("second_moments"), dict):
+            return record["second_moments"].get("reason")
+    return None
+
+
 class AdamCosineEstimator(GradientEstimator):
     name = "adam-cosine"
     ignores = frozenset({"mode", "lr_weighted", "projection_dim", "projection_seed"})
@@ -98,10 +116,11 @@ class AdamCosineEstimator(GradientEstimator):
         for ckpt in checkpoints:
             path = second_moments_path(ckpt.source) if isinstance(ckpt.source, str | Path) else None
             if path is None or not path.is_file():
+                why = _recorded_reason(Path(ckpt.source)) if path is not None else None
                 raise MissingSecondMoments(
                     f"checkpoint {ckpt.source} has no optimizer second moments ({SECOND_MOMENTS_FILE}): adam-cosine "
-                    "preconditions by AdamW's exp_avg_sq at each checkpoint, which runs trained before training saved "
-                    "it (and imported checkpoints) lack"
+                    "preconditions by AdamW's exp_avg_sq at each checkpoint, "
+                    + (f"which this imported checkpoint lacks: {why}" if why else "which runs trained before training saved it lack")
                 )
             self.steps[ckpt.epoch] = int(float(_metadata(path)["step"]))
 

@@ -32,11 +32,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.influence.context import Checkpoint, CheckpointContext
-from lingtrace.influence.examples import Examples
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.plan import SCORES
-from lingtrace.influence.task import Batch
+from lingtrace.objectives import Batch, Examples
 
 
 @dataclass

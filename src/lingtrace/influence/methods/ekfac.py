@@ -62,12 +62,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.influence.errors import MissingDependency, NoParametersSelected, UnsupportedModel
 from lingtrace.influence.methods.base import BlockScores, Estimator, Memory, Resident
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.plan import SCORES
-from lingtrace.influence.task import Batch, ClassificationTask
 from lingtrace.io import read_json, write_json
+from lingtrace.objectives import Batch, Objective, correct_class_margin
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +115,11 @@ def quiet_kronfluence() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def negative_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Minus the summed correct-class margins: -(z_y - logsumexp_{k != y} z_k), summed over the batch."""
-    gold = torch.nn.functional.one_hot(labels, logits.shape[-1]).bool()
-    correct = logits[gold]
-    others = logits.masked_fill(gold, -torch.inf).logsumexp(dim=-1)
-    return -(correct - others).sum()
-
-
 @functools.cache
 def _task_class() -> type:
-    """kronfluence's Task for a Hugging Face sequence classifier on lingtrace batches (defined on first
-    use, so that importing this module does not import kronfluence)."""
+    """kronfluence's Task on lingtrace batches for an objective with class logits (``Objective.batch_logits``:
+    the encoder and decoder classifiers), defined on first use so that importing this module does not
+    import kronfluence."""
     from kronfluence.task import Task
 
     class SequenceClassifierTask(Task):
@@ -134,14 +127,14 @@ def _task_class() -> type:
         the cross-entropy, with labels sampled from the model's softmax for the true Fisher (``sample``),
         and the measurement the negative margin or the cross-entropy."""
 
-        def __init__(self, tracked: list[str], measurement: str):
+        def __init__(self, objective: Objective, tracked: list[str], measurement: str):
+            self.objective = objective
             self.tracked = list(tracked)
             self.measurement = measurement
             self.generator = torch.Generator().manual_seed(FISHER_SEED)
 
-        @staticmethod
-        def logits(batch, model) -> torch.Tensor:
-            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        def logits(self, batch, model) -> torch.Tensor:
+            return self.objective.batch_logits(model, Batch(batch["input_ids"], batch["attention_mask"], batch["labels"]))
 
         def compute_train_loss(self, batch, model, sample=False):
             logits = self.logits(batch, model)
@@ -156,7 +149,7 @@ def _task_class() -> type:
             logits = self.logits(batch, model)
             if self.measurement == "loss":
                 return torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")
-            return negative_margin(logits, batch["labels"])
+            return -correct_class_margin(logits, batch["labels"]).sum()
 
         def get_influence_tracked_modules(self):
             return self.tracked
@@ -263,15 +256,15 @@ class EkfacEstimator(Estimator):
 
     # -- a checkpoint --------------------------------------------------------------
     def prepare(self, ctx):
-        if not isinstance(ctx.task, ClassificationTask):
-            raise UnsupportedModel(f"the ekfac method drives kronfluence with a sequence classifier's loss, not {type(ctx.task).__name__}")
+        if ctx.objective.no_batch_logits:  # the loss with sampled labels and the margin need class logits
+            raise UnsupportedModel(f"the ekfac method needs class logits of a batch: {ctx.objective.no_batch_logits}")
         check_kronfluence()
         from kronfluence.analyzer import Analyzer, prepare_model
         from kronfluence.utils.dataset import DataLoaderKwargs
 
         self.ctx = ctx
         tracked, left_out = self._tracked(ctx)
-        self.task = _task_class()(tracked, self.measurement)
+        self.task = _task_class()(ctx.objective, tracked, self.measurement)
         modules = dict(ctx.model.named_modules())
         self.tracked_numel = sum(p.numel() for name in tracked for p in modules[name].parameters())
         self.layer_width = max(max(modules[name].in_features, modules[name].out_features) for name in tracked)

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.influence.context import CheckpointContext
-from lingtrace.influence.examples import Examples
 from lingtrace.influence.grads import BatchGrads, PerSampleGradients
 from lingtrace.influence.memory import available_memory
 from lingtrace.influence.methods.base import BlockScores, Estimator, Memory, Resident
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.plan import GROUP_PREFIX, SCORES
 from lingtrace.influence.projection import CountSketch
@@ -31,6 +30,7 @@ from lingtrace.influence.terms import (
     Term,
     VocabTerm,
 )
+from lingtrace.objectives import Examples
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class GradientEstimator(Estimator):
             ctx.model,
             ctx.tracked,
             autocast_dtype=ctx.autocast,
-            task=ctx.task,
+            objective=ctx.objective,
             linear_path=path,
             avg_tokens=ctx.avg_tokens,
             probe_all=self.blocking,

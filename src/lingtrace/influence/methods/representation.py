@@ -1,8 +1,8 @@
 """``representation``: cosine of the final model's pooled representations, the similarity baseline of
 Rajani et al. (2020) that the paper discusses.
 
-score(z, z_test) = cos(h(z_test), h(z)) with h the task's pooled representation
-(``Task.representation``; for sequence classifiers the last layer's hidden state at position 0,
+score(z, z_test) = cos(h(z_test), h(z)) with h the objective's pooled representation
+(``Objective.representation``; for sequence classifiers the last layer's hidden state at position 0,
 ``<s>`` / ``[CLS]``) of the final model only. One forward pass per example, no gradients: cheap, and
 a floor for the gradient methods. Leaves out everything about training: no gradients, no
 checkpoints but the final one, no labels.
@@ -48,7 +48,7 @@ class RepresentationEstimator(Estimator):
 
     @torch.no_grad()
     def featurise(self, batch):
-        return self.ctx.task.representation(self.ctx.model, batch).to(self.ctx.dtype)
+        return self.ctx.objective.representation(self.ctx.model, batch).to(self.ctx.dtype)
 
     def resident(self, chunk, features):
         mat = None

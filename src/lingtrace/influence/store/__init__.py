@@ -40,7 +40,7 @@ from lingtrace.influence.store.files import (
     write_epoch,
     write_streaming,
 )
-from lingtrace.influence.store.meta import META, StoreMeta, has_store, read_meta, write_meta
+from lingtrace.influence.store.meta import META, StoreMeta, read_meta, write_meta
 from lingtrace.influence.store.reader import InfluenceScores, load_scores, store_directory
 from lingtrace.influence.store.writer import StoreWriter
 
@@ -55,7 +55,6 @@ __all__ = [
     "StoreMeta",
     "StoreWriter",
     "epoch_file",
-    "has_store",
     "load_scores",
     "mmap_tensor",
     "part_file",

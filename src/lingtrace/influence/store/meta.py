@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lingtrace.config import DEFAULT_METHOD
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.io import read_json, write_json
-
-META = "meta.json"
+from lingtrace.run import STORE_META_FILE as META
 
 
 @dataclass
@@ -81,7 +80,3 @@ def read_meta(directory: str | Path) -> StoreMeta:
 
 def write_meta(directory: str | Path, meta: StoreMeta) -> None:
     write_json(Path(directory) / META, meta.to_dict())
-
-
-def has_store(directory: str | Path) -> bool:
-    return (Path(directory) / META).exists()

@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from lingtrace.config.influence import DEFAULT_METHOD
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.methods import DEFAULT_METHOD
 from lingtrace.influence.plan import GROUP_PREFIX, SCORES
 from lingtrace.influence.store.files import TEST_UIDS, TRAIN_UIDS, epoch_file, mmap_tensor, tensor_names
-from lingtrace.influence.store.meta import StoreMeta, has_store, read_meta
+from lingtrace.influence.store.meta import StoreMeta, read_meta
 from lingtrace.io import read_json
+from lingtrace.run import has_store
 
 #: memory for one float64 block of rows when summing over checkpoints
 BLOCK_BYTES = 64 << 20

@@ -10,9 +10,20 @@ from safetensors.numpy import save_file
 
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.plan import SCORES, Part, Plan
-from lingtrace.influence.store.files import PARTS, TEST_UIDS, TRAIN_UIDS, epoch_file, mmap_tensor, part_file, tensor_names, write_axes, write_streaming
-from lingtrace.influence.store.meta import META, StoreMeta, has_store, read_meta, write_meta
+from lingtrace.influence.store.files import (
+    PARTS,
+    TEST_UIDS,
+    TRAIN_UIDS,
+    epoch_file,
+    mmap_tensor,
+    part_file,
+    tensor_names,
+    write_axes,
+    write_streaming,
+)
+from lingtrace.influence.store.meta import META, StoreMeta, read_meta, write_meta
 from lingtrace.io import atomic_path
+from lingtrace.run import has_store
 
 
 class StoreWriter:

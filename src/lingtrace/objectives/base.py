@@ -1,9 +1,10 @@
-"""What is attributed: the per-example loss, the model inputs and the pooled representation, as a task.
+"""The objective of a kind of model: its per-example loss, model inputs, class scores and pooled
+representation, used alike by training, prediction, influence and the report.
 
-The engine and the per-example gradients (``grads.py``) call the model only through a ``Task``, so
-another kind of model (a causal LM with an answer-only loss, left padding, rotary positions) plugs in
-as another task without touching the loop. ``ClassificationTask`` is the sequence classifier's
-cross-entropy, today's behaviour.
+Training, evaluation, the influence engine and the per-example gradients (``influence/grads.py``)
+call the model only through an ``Objective``, so another kind of model (a causal LM with an
+answer-only loss, left padding, rotary positions) plugs in as another objective without touching
+them. ``ClassificationObjective`` is the sequence classifier's cross-entropy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lingtrace.influence.errors import UnsupportedModel
+from lingtrace.objectives.errors import UnsupportedModel
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Batch:
 
     input_ids: torch.Tensor  # [B, T] int64
     attention_mask: torch.Tensor  # [B, T] int64
-    labels: torch.Tensor  # [B] int64 (a task may use [B, T] token labels)
+    labels: torch.Tensor  # [B] int64 (an objective may use [B, T] token labels)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         return Batch(
@@ -64,7 +65,16 @@ def position_ids(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tenso
     return fn(input_ids, emb.padding_idx)
 
 
-class Task(ABC):
+def correct_class_margin(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per example: the gold class's score minus the logsumexp of the other classes' scores (differentiable;
+    the dtype of ``scores``). Equals log p(gold) - log(1 - p(gold)) under the softmax, without its rounding
+    for confident models. The one definition of the margin: evaluation (float64, the prediction tables),
+    the LDS and the ekfac method's measurement use it."""
+    gold = torch.nn.functional.one_hot(labels, scores.shape[-1]).bool()
+    return scores[gold] - scores.masked_fill(gold, -torch.inf).logsumexp(dim=-1)
+
+
+class Objective(ABC):
     """The loss and inputs of one kind of model (``model.kind``), for training, prediction and influence.
 
     Per-example gradients are taken of ``example_loss`` under ``torch.func.vmap``: it sees one example
@@ -77,10 +87,12 @@ class Task(ABC):
     #: ``model.kind`` and the loss that is attributed, in words (the report names both)
     kind = "encoder-classifier"
     loss_name = "cross-entropy of the classification head"
+    #: why ``batch_logits`` is not available for this objective (None: it is)
+    no_batch_logits: str | None = "the objective defines no class logits of a batch"
 
     def examples(self, frame, tokenizer, max_length: int, prefix: str = ""):
         """Tokenised ``Examples`` of a frame, exactly as training feeds them."""
-        from lingtrace.influence.examples import Examples
+        from lingtrace.objectives.examples import Examples
 
         return Examples.from_frame(frame, tokenizer, max_length, prefix)
 
@@ -118,8 +130,14 @@ class Task(ABC):
     def representation(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """[B, H] pooled representation of each example (the ``representation`` method)."""
 
+    def batch_logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """[B, num_labels] class logits of a batch with autograd, whose cross-entropy with the batch's labels is
+        ``batch_losses`` (what the ekfac method differentiates: the loss with sampled labels and the margin).
+        An objective whose class scores cannot be read off one training batch raises ``UnsupportedModel``."""
+        raise UnsupportedModel(f"{type(self).__name__} ({self.kind}): {self.no_batch_logits}")
 
-class ClassificationTask(Task):
+
+class ClassificationObjective(Objective):
     """Sequence classification: the cross-entropy of a Hugging Face ``...ForSequenceClassification``.
 
     The attention mask goes in as a 4-D additive float mask (transformers 5 builds 2-D masks with
@@ -136,8 +154,13 @@ class ClassificationTask(Task):
         labels = torch.tensor(rows[schema.LABEL].to_numpy(dtype=np.int64)) if schema.LABEL in rows.columns else torch.zeros(len(rows), dtype=torch.long)
         return Batch(enc["input_ids"], enc["attention_mask"], labels)
 
+    no_batch_logits = None
+
+    def batch_logits(self, model, batch):
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
     def batch_losses(self, model, batch):
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+        logits = self.batch_logits(model, batch).float()
         return torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none")
 
     @torch.no_grad()

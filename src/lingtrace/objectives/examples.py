@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lingtrace.influence.errors import BadExamples
+from lingtrace.objectives.errors import BadExamples
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Examples:
 def batches(ex: Examples, batch_size: int, collate: Callable, sort: bool = True, pin: bool = False) -> Iterator[tuple[torch.Tensor, object]]:
     """(positions, batch) over ``ex``, shortest examples first when ``sort`` (less padding).
 
-    ``collate(ids, labels, pin=...)`` builds a batch (``Task.collate`` with the pad id bound); the
+    ``collate(ids, labels, pin=...)`` builds a batch (``Objective.collate`` with the pad id bound); the
     positions are an int64 tensor (pinned with the batch, for asynchronous copies to a GPU).
     """
     order = np.argsort(ex.lengths, kind="stable") if sort else np.arange(len(ex))

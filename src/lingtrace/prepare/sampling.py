@@ -153,14 +153,14 @@ def _carve(
 def prepare_splits(frames: pd.DataFrame, cfg: DataConfig, task: TaskSpec) -> dict[str, pd.DataFrame]:
     """Sample the train/dev/test tables (columns exactly ``EXAMPLE_COLUMNS``) from ``frames``.
 
-    ``frames`` is what :func:`lingtrace.data.readers.load_task` returns. Splits missing from it are
+    ``frames`` is what :func:`lingtrace.prepare.readers.load_task` returns. Splits missing from it are
     carved out of the training split (test first, then dev) by translation id.
     """
     missing = [c for c in (LANG, TRANSLATION_ID, TEXT_A, TEXT_B, LABEL, SPLIT) if c not in frames.columns]
     if missing:
         raise LingtraceError(
             f"the task data lacks column {missing[0]!r}; columns found: {', '.join(map(str, frames.columns))}",
-            "build it with lingtrace.data.readers.load_task",
+            "build it with lingtrace.prepare.readers.load_task",
         )
     frames = frames.copy()
     frames[TRANSLATION_ID] = frames[TRANSLATION_ID].astype(str)

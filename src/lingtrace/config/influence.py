@@ -1,19 +1,11 @@
-"""The influence options: one definition of every key of the ``influence`` config section.
+"""The influence options: one definition of every key of the ``influence`` config section, and the
+names of the influence methods.
 
-``InfluenceOptions`` is the config section (``lingtrace.config.InfluenceConfig`` is this class), the
-source of the CLI flags (each field's metadata holds its help text and, where there are, its
-choices) and what the influence engine and its methods read. Importing it needs no torch.
-
-Field metadata:
-
-* ``help``: one line for ``lingtrace config --help-keys`` and the CLI flag;
-* ``choices``: the allowed values (for list fields: of each element);
-* ``rerun``: a change of this key reruns a completed stage instead of being refused as a different
-  config; the stage keeps what still holds (``methods``: the stores of methods already computed);
-* ``new``: a key added after runs existed; at its default it is left out of the stage fingerprints,
-  so runs made before it existed keep their fingerprints;
-* ``method``: the one method the key concerns (``ekfac_*``): left out of every other method's store
-  fingerprint (``foreign_keys``), so changing it leaves their stores valid.
+``InfluenceOptions`` is the config section (``Config.influence``), the source of the CLI flags (each
+field's metadata holds its help text and, where there are, its choices; see ``config.fields``) and
+what the influence engine and its methods read. ``METHODS`` names the methods; the registry of their
+estimator classes (``lingtrace.influence.methods.REGISTRY``) has one entry per name. Importing this
+module needs no torch.
 
 ``Tuning`` holds the engine's API-only knobs: how the work is cut and reported. They are not config
 keys (the pipeline uses their defaults).
@@ -22,11 +14,20 @@ keys (the pipeline uses their defaults).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from lingtrace.config.fields import option
 from lingtrace.errors import LingtraceError
-from lingtrace.influence.methods import DEFAULT_METHOD, method_names
+
+#: the influence methods, in the order the report shows them (``lingtrace.influence.methods`` maps each
+#: name to its estimator class)
+METHODS = ("tracin", "adam-cosine", "representation", "trak", "ekfac")
+#: the method computed when none is asked for (its store is the one ``load_scores(RUN)`` opens)
+DEFAULT_METHOD = "tracin"
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
 
 MODES = ("cosine", "dot", "train-normalised")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -37,14 +38,6 @@ EMBEDDING_METHODS = ("auto", "pairs", "vocab")
 LINEAR_PATHS = ("auto", "materialised", "factored")
 
 
-def option(
-    default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, choices=None, rerun=False, new=False, method=None
-):
-    """A dataclass field carrying the option's help text, choices and fingerprint rules."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "rerun": rerun, "new": new, "method": method}
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The on-disk layout of one epoch's checkpoint, with the weights that do not change stored once per run.
+"""The on-disk layout of one checkpoint (a training epoch's), with the weights that do not change stored once per run.
 
 ``save_checkpoint`` writes what ``save_pretrained`` writes (same tensor names, bytes and header metadata,
 so tied and renamed weights are handled by transformers itself), split into two shards of a standard
@@ -22,6 +22,7 @@ Hard-linked files are shared between epochs: copy one before editing it in place
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from safetensors.torch import save_file
 
 from lingtrace.errors import LingtraceError
 from lingtrace.io import atomic_path
+from lingtrace.models.hf import quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,6 @@ def save_checkpoint(model, tokenizer, directory: Path, previous: Path | None = N
     ``previous``: the previous epoch's checkpoint directory, whose identical files are hard-linked.
     Returns what was stored: ``{"layout": "single" | "sharded", "frozen": "written" | "linked" | "copied" | None}``.
     """
-    from lingtrace.models.loading import quiet_transformers
-
     directory = Path(directory)
     with quiet_transformers():  # no "Writing model shards" bar of its own
         model.save_pretrained(directory, safe_serialization=True)
@@ -156,6 +156,53 @@ def _link_identical(directory: Path, previous: Path, exclude: Iterable[str]) -> 
         if filecmp.cmp(path, old, shallow=False):
             path.unlink()
             link_or_copy(old, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 23), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_identity(directory: Path) -> dict[str, Any]:
+    """What identifies a checkpoint's weights, cheap to check before every load: the size of each weight file
+    (``files``: name -> bytes; the second moments are not weights) and the SHA-256 of the trained weights
+    (``sha256``: the trained shard, else the single file, else every weight file in name order: the frozen
+    shard, identical in every epoch, is identified by its size). Recorded per epoch in the manifest when the
+    checkpoint is written, and part of every influence store's fingerprint."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.glob("*.safetensors") if p.name != SECOND_MOMENTS)
+    if not files:
+        raise LingtraceError(f"{directory} holds no model weights", "retrain with `lingtrace train RUN --overwrite`")
+    trained = next(([directory / name] for name in (TRAINED_SHARD, SINGLE_FILE) if (directory / name).is_file()), files)
+    digest = hashlib.sha256()
+    for path in trained:
+        digest.update(_sha256(path).encode())
+    return {"files": {p.name: p.stat().st_size for p in files}, "sha256": digest.hexdigest()}
+
+
+def check_weights(directory: Path, recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """The weights' identity now (``weights_identity``), after checking it against the one ``recorded`` when the
+    checkpoint was written (None: a run made before identities were recorded; nothing to check against).
+    A changed or damaged checkpoint raises ``LingtraceError`` naming the file."""
+    directory = Path(directory)
+    fix = "retrain with `lingtrace train RUN --overwrite` (or restore the checkpoint files)"
+    if recorded:
+        for name, size in recorded.get("files", {}).items():
+            path = directory / name
+            if not path.is_file():
+                raise LingtraceError(f"checkpoint {directory} lacks its weight file {name}", fix)
+            if path.stat().st_size != int(size):
+                raise LingtraceError(
+                    f"checkpoint weight file {path} has changed since it was written ({path.stat().st_size} bytes, {size} recorded)", fix
+                )
+    now = weights_identity(directory)
+    if recorded and now != recorded:
+        changed = "its weight files" if now["files"] != recorded.get("files") else "its trained weights (SHA-256)"
+        raise LingtraceError(f"checkpoint {directory} has changed since it was written: {changed} differ from the manifest's record", fix)
+    return now
 
 
 def checkpoint_tensors(directory: Path) -> dict[str, torch.Tensor]:
@@ -218,62 +265,3 @@ def save_second_moments(optimizer: torch.optim.Optimizer, model, directory: Path
     """Write ``directory/optimizer_second_moments.safetensors`` (see ``second_moments``)."""
     tensors, metadata = second_moments(optimizer, model)
     save_safetensors(tensors, Path(directory) / SECOND_MOMENTS, metadata)
-
-
-# ---------------------------------------------------------------- pruning (retraining sub-runs)
-
-#: the manifest key recording that a run's checkpoints were deleted
-PRUNED = "pruned"
-
-
-def disk_bytes(paths: Iterable[Path]) -> int:
-    """Bytes of the files under ``paths``, each hard-linked file counted once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for root in paths:
-        for path in [root] if root.is_file() else root.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                st = path.stat()
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-    return total
-
-
-def pruned_record(run) -> dict[str, Any] | None:
-    """The manifest's record of pruned checkpoints (``None`` when the checkpoints are there)."""
-    from lingtrace.io import read_json
-
-    if not run.manifest_path.exists():
-        return None
-    return read_json(run.manifest_path).get(PRUNED)
-
-
-def prune_checkpoints(run, by: str, kept: list[str]) -> dict[str, Any]:
-    """Delete every checkpoint directory (and any trainer state) of a complete ``run``, keeping its manifest,
-    which records what was removed, why (``by``) and what the run still holds (``kept``)."""
-    from lingtrace.io import read_json, write_json
-    from lingtrace.training.state import LEGACY_STATE_FILE, STATE_FILE
-
-    manifest = read_json(run.manifest_path)
-    if not manifest.get("complete"):
-        raise LingtraceError(f"cannot prune the checkpoints of {run.root}: its training is not complete")
-    targets = [p for p in sorted(run.checkpoints_dir.glob("epoch-*")) if p.is_dir()]
-    targets += [run.checkpoints_dir / n for n in (STATE_FILE, LEGACY_STATE_FILE) if (run.checkpoints_dir / n).exists()]
-    earlier = manifest.get(PRUNED) or {}  # an interrupted pruning is completed, its files already counted
-    new = [p for p in targets if p.name not in earlier.get("removed", [])]
-    record = {
-        "by": by,
-        "removed": sorted({*earlier.get("removed", []), *(p.name for p in targets)}),
-        "bytes_freed": earlier.get("bytes_freed", 0) + disk_bytes(new),
-        "kept": kept,
-        "retrain": "`lingtrace train RUN --overwrite` (the experiment retrains by itself when it needs the weights)",
-    }
-    manifest[PRUNED] = record  # recorded first: an interrupted deletion still reads as pruned
-    write_json(run.manifest_path, manifest)
-    for p in targets:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    return record

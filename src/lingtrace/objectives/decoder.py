@@ -1,4 +1,4 @@
-"""The tasks of decoder models (``model.kind``): ``decoder-classifier`` and ``causal-lm``.
+"""The objectives of decoder models (``model.kind``): ``decoder-classifier`` and ``causal-lm``.
 
 Both feed the model input embeddings with the 4-D causal + padding mask and mask-derived positions
 of ``models/decoder.py``, in training, prediction and influence alike, so that the loss TracIn
@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lingtrace.influence.errors import UnsupportedModel
-from lingtrace.influence.task import Batch, Task
 from lingtrace.models.decoder import IGNORE, answer_nll, decoder_forward, left_order, verbaliser_scores
 from lingtrace.models.prompts import PromptFormat
+from lingtrace.objectives.base import Batch, Objective
+from lingtrace.objectives.errors import UnsupportedModel
 
 
 def _gather_rows(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel
 
 
-class DecoderTask(Task):
+class DecoderObjective(Objective):
     """What both decoder kinds share: padding, the reordering to left padding, and the loss that one
     function computes for a batch (training) and for one example (influence, under vmap)."""
 
@@ -55,12 +55,12 @@ class DecoderTask(Task):
             raise ValueError(f"padding_side must be left or right, got {padding_side!r}")
         self.padding_side = padding_side
 
-    # the loss of left-ordered inputs: embeds [B, T, H], mask [B, T], the task's extra inputs
+    # the loss of left-ordered inputs: embeds [B, T, H], mask [B, T], the objective's extra inputs
     def _losses(self, forward, embeds, mask, inputs) -> torch.Tensor:
         raise NotImplementedError
 
     def _inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Per-example inputs of the loss: the order that left-pads each row, the mask, the task's targets."""
+        """Per-example inputs of the loss: the order that left-pads each row, the mask, the objective's targets."""
         return {"order": left_order(batch.attention_mask), "attention_mask": batch.attention_mask}
 
     def example_inputs(self, model, batch):
@@ -95,7 +95,7 @@ class DecoderTask(Task):
         return (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]), order
 
 
-class DecoderClassificationTask(DecoderTask):
+class DecoderClassificationObjective(DecoderObjective):
     """A classification head on a causal LM (``...ForSequenceClassification`` of a decoder): the
     cross-entropy of the head's logits at the last real token (the last position once left-ordered)."""
 
@@ -114,13 +114,18 @@ class DecoderClassificationTask(DecoderTask):
         logits = decoder_forward(forward, embeds, mask).logits
         return torch.nn.functional.cross_entropy(logits.float(), inputs["labels"], reduction="none")
 
+    no_batch_logits = None
+
+    def batch_logits(self, model, batch):
+        order = left_order(batch.attention_mask)
+        embeds = _unwrapped(model).get_input_embeddings()(_gather_rows(batch.input_ids, order))
+        return decoder_forward(model, embeds, _gather_rows(batch.attention_mask, order)).logits
+
     @torch.no_grad()
     def class_scores(self, model, tokenizer, rows, max_length, prefix=""):
         device = next(model.parameters()).device
         batch = self.encode_rows(tokenizer, rows, max_length, prefix).to(device)
-        order = left_order(batch.attention_mask)
-        embeds = model.get_input_embeddings()(_gather_rows(batch.input_ids, order))
-        return decoder_forward(model, embeds, _gather_rows(batch.attention_mask, order)).logits.float()
+        return self.batch_logits(model, batch).float()
 
     def representation(self, model, batch):
         """The last layer's hidden state at the last real token: what the classification head reads."""
@@ -128,7 +133,7 @@ class DecoderClassificationTask(DecoderTask):
         return hidden[:, -1]
 
 
-class CausalLMTask(DecoderTask):
+class CausalLMObjective(DecoderObjective):
     """A causal LM answering with the label's verbalisation: the per-example loss is the summed
     next-token cross-entropy of the answer tokens only; the prediction is the verbalisation with the
     highest total log-likelihood (``class_scores``, whose softmax is the confidence).
@@ -138,6 +143,10 @@ class CausalLMTask(DecoderTask):
 
     kind = "causal-lm"
     loss_name = "summed cross-entropy of the answer tokens (the label's verbalisation) after the prompt"
+    no_batch_logits = (
+        "a causal LM's class scores are the log-likelihoods of every label's verbalisation after the prompt, "
+        "and a training batch holds the gold answer only"
+    )
 
     def __init__(self, prompt: PromptFormat, verbalisations: dict[str, list[str]], padding_side: str = "left"):
         super().__init__(padding_side)
@@ -164,7 +173,7 @@ class CausalLMTask(DecoderTask):
 
     def examples(self, frame, tokenizer, max_length, prefix=""):
         from lingtrace.data import schema
-        from lingtrace.influence.examples import Examples
+        from lingtrace.objectives.examples import Examples
 
         prompts, answers = self._prompts(tokenizer, frame, max_length, prefix)
         labels = frame[schema.LABEL].to_numpy(dtype=np.int64)
@@ -218,29 +227,3 @@ class CausalLMTask(DecoderTask):
         answer = (batch.labels != IGNORE).sum(-1)
         last_prompt = hidden.shape[1] - 1 - answer
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_prompt]
-
-
-def task_for(cfg, label_names) -> Task:
-    """The task of ``cfg.model.kind`` (``cfg``: a ``Config``) for a task with these label names."""
-    from lingtrace.data.tasks import TASKS
-    from lingtrace.influence.task import ClassificationTask
-    from lingtrace.models.prompts import resolve_verbalisations
-
-    kind = cfg.model.kind
-    if kind == "decoder-classifier":
-        return DecoderClassificationTask()
-    if kind != "causal-lm":
-        return ClassificationTask()
-    spec = TASKS.get(cfg.data.task)
-    defaults = dict(spec.verbalisations) if spec is not None else {}
-    instruction = cfg.model.instruction if cfg.model.instruction is not None else (spec.instruction if spec is not None else TASKS["local"].instruction)
-    verbalisations = resolve_verbalisations(label_names, defaults, cfg.model.verbalisations, cfg.data.languages)
-    return CausalLMTask(PromptFormat(instruction, system=cfg.model.system_prompt), verbalisations)
-
-
-def attributed_loss(kind: str) -> str:
-    """The per-example loss that influence differentiates for ``model.kind``, in words."""
-    from lingtrace.influence.task import ClassificationTask
-
-    tasks = {t.kind: t for t in (ClassificationTask, DecoderClassificationTask, CausalLMTask)}
-    return tasks[kind].loss_name if kind in tasks else "unknown"
