@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from lingtrace.config.influence import InfluenceOptions, Tuning
 from lingtrace.influence.methods.gradient import GradientEstimator
-from lingtrace.influence.options import InfluenceOptions, Tuning
 from lingtrace.influence.terms import SketchTerm, project
 
 DEFAULT_DIM = 2048
