@@ -194,6 +194,11 @@ def test_lds_end_to_end_scores_every_method_and_reuses_the_retrainings(run, caps
     assert section.startswith('<section id="experiment-lds"') and "Noise floor" in section and "representation" in section
     summary = read_json(exp / "summary.json")
     assert summary["methods"] == ["tracin", "representation"] and summary["complete"]
+    # the verdict on the methods at chance, from the table's permutation p-values
+    from lingtrace.report.html import esc
+
+    overall = table[table["test_lang"] == "all"].set_index("method")
+    assert f'<p class="reading" data-verdict="lds">{esc(lds.chance_verdict(overall))}</p>' in section
 
     # another fraction is another set of retrainings: refused without --overwrite
     assert main(["experiment", "lds", str(run.root), "-q", *settings, "--set", "experiment.lds_fraction=0.4"]) == 2
@@ -264,3 +269,30 @@ def test_fewer_noise_seeds_leave_the_shared_tables_alone(tmp_path):
     assert not noise.covers_stored(tmp_path, [43, 44])
     assert noise.covers_stored(tmp_path, [43, 44, 45])
     assert noise.covers_stored(tmp_path, [43, 44, 45, 46])
+
+
+def test_methods_at_chance_are_named_by_the_permutation_p_and_flagged_in_the_method_comparison():
+    from types import SimpleNamespace
+
+    from lingtrace.experiments import html as fragments
+    from lingtrace.report.sections.comparison import _lds_check
+
+    overall = pd.DataFrame(
+        {"mean_lds": [0.397, 0.088, 0.2], "p_vs_null": [0.0005, 0.084, 0.05]}, index=pd.Index(["tracin", "trak", "ekfac"], name="method")
+    )
+    assert lds.at_chance(overall) == ["trak", "ekfac"]  # p = 0.05 is not below 0.05
+    text = lds.chance_verdict(overall)
+    assert text.startswith("At chance on this run: trak, ekfac are not distinguishable")
+    assert "trak: mean LDS 0.088, permutation p = 0.084" in text and "tracin" not in text
+    clean = lds.chance_verdict(overall.loc[["tracin"]])
+    assert clean == "Every method (tracin) predicts retraining better than chance on this run (permutation p < 0.05)."
+    assert lds.chance_verdict(overall.assign(p_vs_null=np.nan)) == "No method could be tested against chance."
+
+    def inputs(verdict):
+        body = f'<p class="reading" {lds.VERDICT_ATTRIBUTE}>{fragments.esc(verdict)}</p>'
+        return SimpleNamespace(experiments=[("lds", fragments.section("lds", lds.TITLE, lds.REPRODUCES, [], "", [], body))])
+
+    flagged = _lds_check(inputs(text))
+    assert flagged.startswith("<p class='warning'>") and "href='#experiment-lds'" in flagged and fragments.esc(text) in flagged
+    assert _lds_check(inputs(clean)).startswith("<p class='reading'>")
+    assert _lds_check(SimpleNamespace(experiments=[])) == ""

@@ -227,3 +227,38 @@ def test_a_changed_checkpoint_is_refused_or_recomputed(trained_run, capsys):
     scores = load_scores(run)
     assert scores.meta["stats"]["gradient_passes"] > 0 and scores.meta["fingerprint"] != fingerprint_before
     assert not np.array_equal(scores.epoch(scores.epochs[-1]), before_last)
+
+
+def test_a_trak_store_of_another_damping_is_refused_and_recomputed_under_overwrite(trained_run):
+    """The damping and output enter trak's store fingerprint even at their defaults (``identity``): a store
+    made under the damping before issue 22 (1e-3, which no config key named) is not taken for one of
+    the measured default; tracin's store is untouched by trak's keys."""
+    from lingtrace.influence.methods.trak import TrakEstimator
+    from lingtrace.influence.stage import method_fingerprint
+
+    run, cfg = trained_run
+    cfg = apply_overrides(cfg, ["influence.methods=[tracin,trak]", "influence.projection_dim=32"])
+    run.save_config(cfg)
+    run_stages(run, cfg, ["influence"])
+    tracin, trak = load_scores(run, method="tracin").total(), load_scores(run, method="trak").total()
+    assert read_json(run.influence_store("trak") / "meta.json")["method_info"]["relative_damping"] == 1.0
+
+    class Before(TrakEstimator):  # the estimator as it was: the same config, another damping
+        def __init__(self, options, tuning=None):
+            super().__init__(options, tuning, damping=1e-3)
+
+    from lingtrace.influence.stage import _inputs
+
+    inputs = _inputs(run, cfg)
+    epochs = [c.epoch for c in inputs.checkpoints]
+    assert method_fingerprint(run, cfg, Before(cfg.influence), epochs, inputs) != method_fingerprint(run, cfg, TrakEstimator(cfg.influence), epochs, inputs)
+
+    low = apply_overrides(cfg, ["influence.trak_damping=0.001"])
+    with pytest.raises(LingtraceError, match="different config"):
+        run_stages(run, low, ["influence"])
+    np.testing.assert_array_equal(load_scores(run, method="trak").total(), trak)
+    run_stages(run, low, ["influence"], overwrite=True)
+    np.testing.assert_array_equal(load_scores(run, method="tracin").total(), tracin)  # not recomputed
+    again = load_scores(run, method="trak")
+    assert read_json(run.influence_store("trak") / "meta.json")["method_info"]["relative_damping"] == 0.001
+    assert not np.allclose(again.total(), trak)

@@ -33,6 +33,7 @@ MODES = ("cosine", "dot", "train-normalised")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 CHECKPOINTS = ("trajectory", "all")
 EKFAC_MEASUREMENTS = ("margin", "loss")
+TRAK_OUTPUTS = ("loss", "margin")
 EMBEDDING_METHODS = ("auto", "pairs", "vocab")
 #: how tracin keeps nn.Linear weight gradients (influence/grads.py): auto (by the cost model), materialised, factored
 LINEAR_PATHS = ("auto", "materialised", "factored")
@@ -91,6 +92,24 @@ class InfluenceOptions:
         method="ekfac",
     )
 
+    trak_damping: float = option(
+        1.0,
+        "trak: ridge damping of the kernel, relative to its mean eigenvalue (lambda = trak_damping x trace(K) / k); "
+        "measured on the embedded demo: 1e-3 (lingtrace before issue 22) leaves the LDS at chance (0.09), 1 reaches 0.43 (BENCHMARKS.md)",
+        rerun=True,
+        new=True,
+        method="trak",
+    )
+    trak_output: str = option(
+        "loss",
+        "trak: the output function differentiated: loss (the cross-entropy, as the other methods) or margin (TRAK's: the "
+        "correct-class margin, the training side weighted by 1 - p)",
+        choices=TRAK_OUTPUTS,
+        rerun=True,
+        new=True,
+        method="trak",
+    )
+
     def validate(self) -> None:
         """Raise ``LingtraceError`` naming the first bad key."""
         for f in dataclasses.fields(self):
@@ -112,6 +131,8 @@ class InfluenceOptions:
             raise LingtraceError("influence.batch_size and influence.test_chunk must be at least 1")
         if self.projection_dim is not None and self.projection_dim < 1:
             raise LingtraceError(f"influence.projection_dim must be at least 1, got {self.projection_dim}")
+        if not self.trak_damping >= 0:
+            raise LingtraceError(f"influence.trak_damping must be at least 0, got {self.trak_damping}", "the default, 1, is the measured one")
         if self.ekfac_damping is not None and not self.ekfac_damping >= 0:
             raise LingtraceError(
                 f"influence.ekfac_damping must be at least 0, got {self.ekfac_damping}", "leave it empty for kronfluence's heuristic"

@@ -373,6 +373,7 @@ def finish(base: Base, cfg: Config, exp_dir: Path, methods: list[str], names: li
         "leaderboard); 0.10 plain gradient dot product, 0.32 EK-FAC (BERT on GLUE, kronfluence).",
     ]
     body = [
+        f'<p class="reading" {VERDICT_ATTRIBUTE}>{fragments.esc(chance_verdict(overall))}</p>',
         fragments.figure(png, "mean LDS per method with its bootstrap interval", "Mean LDS per method (bootstrap 95% interval); grey band: ±1.96 sd of the permutation null; dashed: mean noise ceiling."),
         "<h3>LDS per method (all test examples)</h3>",
         fragments.table(table[table["test_lang"] == ALL].drop(columns=["test_lang"]), formats={"p_vs_null": pvalue}, text_columns=["method"]),
@@ -398,6 +399,36 @@ def finish(base: Base, cfg: Config, exp_dir: Path, methods: list[str], names: li
         cost={**cost, "note": cost_text},
         tables=tables,
         figures=[f"{outputs.FIGURES_DIR}/lds.png"],
+    )
+
+
+#: the attribute marking the sentence that names the methods at chance (read by the report's method comparison)
+VERDICT_ATTRIBUTE = f'data-verdict="{NAME}"'
+#: the permutation p at or above which a method's mean LDS counts as at chance
+CHANCE_P = 0.05
+
+
+def at_chance(overall: pd.DataFrame) -> list[str]:
+    """The methods whose mean LDS the permutation test does not separate from zero (p >= ``CHANCE_P``)."""
+    p = overall["p_vs_null"].astype(float)
+    return [str(m) for m in overall.index[np.isfinite(p.to_numpy()) & (p.to_numpy() >= CHANCE_P)]]
+
+
+def chance_verdict(overall: pd.DataFrame) -> str:
+    """One sentence naming the methods at chance on this run's LDS, with their figures, or saying there are none."""
+    chance = at_chance(overall)
+    if not chance:
+        tested = [str(m) for m in overall.index if np.isfinite(float(overall.loc[m, "p_vs_null"]))]
+        return (
+            f"Every method ({', '.join(tested)}) predicts retraining better than chance on this run (permutation p < {CHANCE_P:g})."
+            if tested
+            else "No method could be tested against chance."
+        )
+    figures = "; ".join(f"{m}: mean LDS {overall.loc[m, 'mean_lds']:.3f}, permutation p = {overall.loc[m, 'p_vs_null']:.3g}" for m in chance)
+    verb = "is" if len(chance) == 1 else "are"
+    return (
+        f"At chance on this run: {', '.join(chance)} {verb} not distinguishable from a predictor unrelated to retraining ({figures}). "
+        f"Conclusions drawn from {'its' if len(chance) == 1 else 'their'} scores are not supported by this run's retraining."
     )
 
 

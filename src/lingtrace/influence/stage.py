@@ -110,6 +110,8 @@ def method_fingerprint(run: RunDir, cfg: Config, estimator: Estimator, epochs: l
     }
     if estimator.name != "tracin":
         parts["method"] = estimator.name
+    if identity := estimator.identity():
+        parts["method_identity"] = identity
     return fingerprint(parts)
 
 

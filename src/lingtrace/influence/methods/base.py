@@ -111,6 +111,12 @@ class Estimator(ABC):
         """Method-specific facts for meta.json (``method_info``)."""
         return {}
 
+    def identity(self) -> dict[str, Any]:
+        """What the scores depend on beyond the config keys, for the store's fingerprint: a default that
+        changed between lingtrace versions (a store made under the old one is then recomputed under
+        ``--overwrite``, not taken for the new one). Default: nothing."""
+        return {}
+
     def bind_store(self, directory: Path, fingerprint: str) -> None:
         """The store this estimator fills and its fingerprint (the stage calls this before the run): a
         method may keep resumable work files under ``directory`` (ekfac: its factors). Default: unused."""

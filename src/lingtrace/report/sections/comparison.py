@@ -52,6 +52,21 @@ def _retraining_check(inp: ReportInputs) -> str:
     return f"<p class='reading'>Checked by retraining (<a href='#experiment-languages'>What happens when a language's data is removed?</a>):{verdict}</p>"
 
 
+#: the lds experiment's sentence naming the methods at chance (``experiments.lds.chance_verdict``)
+_LDS_VERDICT = re.compile(r'<p class="reading" data-verdict="lds">(.*?)</p>', re.S)
+
+
+def _lds_check(inp: ReportInputs) -> str:
+    """The lds experiment's verdict on which methods are at chance, flagged when some are; empty without it."""
+    fragment = dict(inp.experiments).get("lds")
+    found = _LDS_VERDICT.search(fragment) if fragment is not None else None
+    if found is None:
+        return ""
+    text = html.unescape(found.group(1))
+    kind = "warning" if text.startswith("At chance") else "reading"
+    return f"<p class='{kind}'>Checked by retraining (<a href='#experiment-lds'>the linear datamodeling score</a>): {esc(text)}</p>"
+
+
 def _comparison_doc(spec) -> str:
     return columns_doc(spec.columns, f"{COMPARISON}/{spec.file}")
 
@@ -68,14 +83,14 @@ def comparison_section(inp: ReportInputs, figs: dict[str, bytes], test_order: Se
         )
         if inp.layout.get("flat"):
             hint = "These analyses were made by an older lingtrace, for tracin only: rerun `lingtrace analyze RUN --overwrite`."
-        return section(sid, title, None, None, f"<p class='note'>{esc(hint)}</p>" + _retraining_check(inp))
+        return section(sid, title, None, None, f"<p class='note'>{esc(hint)}</p>" + _lds_check(inp) + _retraining_check(inp))
     findings = readings.method_findings(c, methods, inp.method)
     items = "".join(
         f"<li class='{'holds' if f.holds else 'differs' if f.holds is not None else 'info'}'><strong>"
         f"{'holds under every method' if f.holds else 'depends on the method' if f.holds is not None else 'agreement'}:</strong> {esc(f.text)}</li>"
         for f in findings
     )
-    parts = [f"<ul class='findings'>{items}</ul>", _retraining_check(inp)]
+    parts = [f"<ul class='findings'>{items}</ul>", _lds_check(inp), _retraining_check(inp)]
     rows = [*test_order, ALL]
     inl = c.get(table_specs.METHODS_IN_LANGUAGE_SHARE.name)
     if inl is not None and not inl.empty:
