@@ -280,15 +280,15 @@ def sketch_cosine(feats: list[dict], dim: int | None = None) -> np.ndarray:
 
 
 def grid(kind: str, n_train: int) -> list[Variant]:
-    base = Variant("default (k=2048 CountSketch, loss, lambda=1e-3 tr/k, sum)")
-    out = [base]
+    base = Variant("before issue 22 (k=2048 CountSketch, loss, lambda=1e-3 tr/k, sum)")
+    out = [base, Variant("trak's default now (damping 1)", damping=1.0)]
     dims = [256, 512, 1024, 4096, 8192] if kind == "full" else [256, 512, 1024]
     out += [Variant(f"k={k}", dim=k) for k in dims]
     out += [Variant("gauss k=2048", projection="gauss"), Variant("gauss k=512", dim=512, projection="gauss")]
     out += [Variant("margin+Q (TRAK output)", output="margin"), Variant("margin, no Q", output="margin-noq")]
     out += [Variant(f"combine={c}", combine=c) for c in ("final", "rownorm")]
     out += [Variant("margin+Q, combine=trak", output="margin", combine="trak")]
-    damp = [1e-2, 1e-1, 1.0, 10.0] if kind == "full" else [1e-2, 1e-1, 1.0]
+    damp = [1e-2, 1e-1, 0.3, 1.0, 3.0, 10.0, 100.0, 1e4] if kind == "full" else [1e-2, 1e-1, 1.0]
     out += [Variant(f"damping={d:g}", damping=d) for d in damp]
     if kind == "full":
         out += [Variant(f"k={k}, damping=0", dim=k, damping=0.0) for k in (256, 512, 1024) if k <= n_train]
@@ -296,6 +296,8 @@ def grid(kind: str, n_train: int) -> list[Variant]:
         out += [Variant(f"margin+Q, k={k}", dim=k, output="margin") for k in (512, 1024)]
         out += [Variant(f"margin+Q, damping={d:g}", output="margin", damping=d) for d in (1e-2, 1e-1, 1.0)]
         out += [Variant(f"k={k}, combine=trak margin+Q", dim=k, output="margin", combine="trak") for k in (512, 1024)]
+        out += [Variant(f"k={k}, damping={d:g}", dim=k, damping=d) for k in (512, 8192) for d in (1.0, 10.0)]
+        out += [Variant("margin+Q, damping=10", output="margin", damping=10.0), Variant("gauss k=2048, damping=1", projection="gauss", damping=1.0)]
     return out
 
 
@@ -366,14 +368,18 @@ def main(argv=None) -> int:
     if "tracin" in stores:
         c = np.corrcoef(predicted["tracin from the sketch (cosine, k=sketch-dim)"].ravel(), stores["tracin"].ravel())[0, 1]
         print(f"sketch-cosine vs the tracin store: Pearson {c:.4f}")
+    if args.grid == "full":  # the limit of a damping that swamps the kernel: the plain gradient dot product
+        predicted["gradient dot product (k=sketch-dim)"] = aligned(sum(f["test_phi"].astype(np.float64) @ f["train_phi"].astype(np.float64).T for f in feats))
     for v in grid(args.grid, len(bank.train_uids)):
         t1 = time.perf_counter()
         predicted[v.name] = aligned(variant_scores(feats, v))
         print(f"  {v.name}: {time.perf_counter() - t1:.1f} s", flush=True)
     if "trak" in stores:
-        default = predicted[grid("short", 0)[0].name]
-        rel = np.abs(default - stores["trak"]).max() / np.abs(stores["trak"]).max()
-        print(f"offline default vs the trak store: max relative difference {rel:.2e}")
+        info = json.loads((run.influence_store("trak") / "meta.json").read_text()).get("method_info", {})
+        damping, output = float(info.get("relative_damping", 1e-3)), info.get("output", "loss")
+        same = aligned(variant_scores(feats, Variant("store", damping=damping, output=output)))
+        rel = np.abs(same - stores["trak"]).max() / np.abs(stores["trak"]).max()
+        print(f"offline variant of the trak store's settings (damping {damping:g}, {output}) vs the store: max relative difference {rel:.2e}")
     if args.lib:
         overrides = json.loads(args.lib_options)
         t1 = time.perf_counter()
@@ -388,6 +394,17 @@ def main(argv=None) -> int:
     for name in predicted:
         print(f"{name:<58} {_fmt(table.loc[name])}")
         rows.append((name, table.loc[name]))
+    if args.grid == "full":
+        # the same variants on halves of the bank: the first and last half of the subsets, even and odd test examples
+        m, n_sub, n_test = bank.measured, bank.measured.shape[1], bank.measured.shape[0]
+        halves = [(np.arange(n_sub // 2), np.arange(n_test)), (np.arange(n_sub // 2, n_sub), np.arange(n_test)),
+                  (np.arange(n_sub), np.arange(0, n_test, 2)), (np.arange(n_sub), np.arange(1, n_test, 2))]
+        print()
+        print(f"{'variant':<58} subsets 1st half | 2nd half ; test examples even | odd (mean LDS)")
+        for name, s in predicted.items():
+            p = lds.predicted_sums(s, bank.masks)
+            v = [float(np.nanmean(lds.lds_per_example(p[np.ix_(r, c)], m[np.ix_(r, c)]))) for c, r in halves]
+            print(f"{name:<58} {v[0]:7.3f} | {v[1]:6.3f} ; {v[2]:6.3f} | {v[3]:6.3f}")
     ceiling = table["mean_ceiling"].iloc[0]
     print(f"(noise ceiling {ceiling:.3f}; {bank.measured.shape[1]} subsets, {bank.measured.shape[0]} test examples)")
     if args.json:
