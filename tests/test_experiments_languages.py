@@ -338,6 +338,20 @@ def test_readings_say_what_the_numbers_say():
     )
     assert "tracin ranks fr second; trak ranks fr first among the other languages for es and the Fig. 2 top-k shares of tracin rank it first" in text[0]
     assert "within retraining noise" in text[1] and "replaceable by its translations" in text[1] and "de does not measurably rely" in text[1]
+    assert text[1].startswith("Removing the fr training data lowers de test margins by 0.03 (95% interval")
+    # a removal that raises the margins is said so, in both cases
+    de = matrix["test_lang"] == "de"
+    rising = matrix.assign(
+        mean=np.where(de, -matrix["mean"], matrix["mean"]),
+        ci_low=np.where(de, -matrix["ci_high"], matrix["ci_low"]),
+        ci_high=np.where(de, -matrix["ci_low"], matrix["ci_high"]),
+    )
+    rising["within_noise"] = [x == "de" and y == "fr" for x, y in zip(rising["test_lang"], rising["train_lang"])]
+    text = section.language_readings(rising, readings, "leave-one-out", ["tracin", "trak"], ["es", "de"])
+    assert text[1].startswith("Removing the fr training data raises de test margins by 0.03 (95% interval -0.10 to 0.16;")  # the rise's interval
+    rising["within_noise"] = False
+    text = section.language_readings(rising, readings, "leave-one-out", ["tracin", "trak"], ["es", "de"])
+    assert text[1].startswith("Removing the training data of any other language does not lower de test margins: removing fr, the smallest rise, raises them by 0.03 (95% interval -0.10 to 0.16;")
     faith = pd.DataFrame(
         [
             {"method": m, "predictor": p, "n_test": 10, "n_langs": 3, "lds_mean": v, "lds_ci_low": v - 0.2, "lds_ci_high": v + 0.2,

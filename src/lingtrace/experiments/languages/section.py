@@ -43,14 +43,21 @@ def _ordinal(rank: float) -> str:
     return {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(r, f"{r}th")
 
 
-def _interval(row: pd.Series) -> str:
-    ci = f"95% interval {_num(row['ci_low'])} to {_num(row['ci_high'])}" if np.isfinite(row["ci_low"]) else "one test example: no interval"
+def _interval(row: pd.Series, rise: bool = False) -> str:
+    """The cell's interval (of the drop; of the rise, negated, when ``rise``), seed noise and fit error."""
+    low, high = (-row["ci_high"], -row["ci_low"]) if rise else (row["ci_low"], row["ci_high"])
+    ci = f"95% interval {_num(low)} to {_num(high)}" if np.isfinite(row["ci_low"]) else "one test example: no interval"
     floor = f"seed noise {_num(row['noise'])}" if np.isfinite(row["noise"]) else "no seed noise measured"
     fit = f"; fit standard error {_num(row['fit_se'])}" if np.isfinite(row["fit_se"]) else ""
     return f"{ci}; {floor}{fit}"
 
 
 # ---------------------------------------------------------------- readings
+
+
+def _moves(drop: float) -> str:
+    """The verb for a cell's mean drop of the margins: a negative drop is a rise."""
+    return "lowers" if drop >= 0 else "raises"
 
 
 def language_readings(matrix: pd.DataFrame, readings: pd.DataFrame, design: str, methods: Sequence[str], test_order: Sequence[str]) -> list[str]:
@@ -68,7 +75,7 @@ def language_readings(matrix: pd.DataFrame, readings: pd.DataFrame, design: str,
         own = f" (removing {x} itself: {_num(cells.loc[(x, x), 'mean'])})" if (x, x) in cells.index else ""
         if row["within_noise"]:
             text = (
-                f"{removing} {y} training data changes {x} test margins by {_num(row['mean'], '+.2f')} ({_interval(row)}), the largest "
+                f"{removing} {y} training data {_moves(row['mean'])} {x} test margins by {_num(abs(row['mean']))} ({_interval(row, row['mean'] < 0)}), the largest "
                 f"drop among the languages other than {x}, and it is within retraining noise{own}: {x} does not measurably rely on any "
                 "single other language. Parallel data can make each language replaceable by its translations: that is a finding about the model."
             )
@@ -83,8 +90,8 @@ def language_readings(matrix: pd.DataFrame, readings: pd.DataFrame, design: str,
             )
         else:
             text = (
-                f"{removing} training data of any other language does not lower {x} test margins: the largest change, for {y}, is "
-                f"{_num(row['mean'], '+.2f')} ({_interval(row)}){own}."
+                f"{removing} training data of any other language does not lower {x} test margins: removing {y}, the smallest rise, "
+                f"raises them by {_num(abs(row['mean']))} ({_interval(row, rise=True)}){own}."
             )
         out.append(text)
     return out
