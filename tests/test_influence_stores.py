@@ -163,7 +163,8 @@ def test_fingerprints_of_existing_runs_are_unchanged():
     """The influence section gains `methods`; at its default it is left out of the stage fingerprints,
     which keep the values of the version before (computed there: lingtrace 670c2eb)."""
     d = Config().to_dict()["influence"]
-    assert list(d) == OLD_KEYS + ["methods", "ekfac_damping", "ekfac_measurement", "ekfac_final_only"] and d["methods"] == ["tracin"]
+    assert list(d) == OLD_KEYS + ["methods", "ekfac_damping", "ekfac_measurement", "ekfac_final_only", "trak_damping", "trak_output"]
+    assert d["methods"] == ["tracin"]
     run = RunDir("unused")
     assert fingerprint(run.stage_config(Config(), "influence")) == "4b33e33f2d4ec889"
     assert fingerprint(run.stage_config(Config(), "analyze")) == "14b282088fd26a45"
