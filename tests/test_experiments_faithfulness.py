@@ -194,11 +194,12 @@ def test_lds_end_to_end_scores_every_method_and_reuses_the_retrainings(run, caps
     assert section.startswith('<section id="experiment-lds"') and "Noise floor" in section and "representation" in section
     summary = read_json(exp / "summary.json")
     assert summary["methods"] == ["tracin", "representation"] and summary["complete"]
-    # the verdict on the methods at chance, from the table's permutation p-values
+    # the verdict on the methods at chance, from the table's permutation p-values (a warning when some are)
     from lingtrace.report.html import esc
 
     overall = table[table["test_lang"] == "all"].set_index("method")
-    assert f'<p class="reading" data-verdict="lds">{esc(lds.chance_verdict(overall))}</p>' in section
+    flag = ' data-warning="1"' if lds.at_chance(overall) else ""
+    assert f'<p class="reading" data-verdict="lds"{flag}>{esc(lds.chance_verdict(overall))}</p>' in section
 
     # another fraction is another set of retrainings: refused without --overwrite
     assert main(["experiment", "lds", str(run.root), "-q", *settings, "--set", "experiment.lds_fraction=0.4"]) == 2
@@ -275,6 +276,7 @@ def test_methods_at_chance_are_named_by_the_permutation_p_and_flagged_in_the_met
     from types import SimpleNamespace
 
     from lingtrace.experiments import html as fragments
+    from lingtrace.report.html import find_verdict, verdict_paragraph
     from lingtrace.report.sections.comparison import _lds_check
 
     overall = pd.DataFrame(
@@ -288,11 +290,14 @@ def test_methods_at_chance_are_named_by_the_permutation_p_and_flagged_in_the_met
     assert clean == "Every method (tracin) predicts retraining better than chance on this run (permutation p < 0.05)."
     assert lds.chance_verdict(overall.assign(p_vs_null=np.nan)) == "No method could be tested against chance."
 
-    def inputs(verdict):
-        body = f'<p class="reading" {lds.VERDICT_ATTRIBUTE}>{fragments.esc(verdict)}</p>'
+    def inputs(verdict, warning):
+        body = verdict_paragraph(lds.NAME, verdict, warning)
         return SimpleNamespace(experiments=[("lds", fragments.section("lds", lds.TITLE, lds.REPRODUCES, [], "", [], body))])
 
-    flagged = _lds_check(inputs(text))
+    assert find_verdict(inputs(text, True).experiments[0][1], "lds") == (text, True)
+    assert find_verdict(inputs(clean, False).experiments[0][1], "lds") == (clean, False)
+    assert find_verdict(inputs(clean, False).experiments[0][1], "languages") is None
+    flagged = _lds_check(inputs(text, True))
     assert flagged.startswith("<p class='warning'>") and "href='#experiment-lds'" in flagged and fragments.esc(text) in flagged
-    assert _lds_check(inputs(clean)).startswith("<p class='reading'>")
+    assert _lds_check(inputs(clean, False)).startswith("<p class='reading'>")
     assert _lds_check(SimpleNamespace(experiments=[])) == ""

@@ -46,7 +46,7 @@ from lingtrace.experiments import html as fragments
 from lingtrace.experiments import noise, outputs, subruns
 from lingtrace.experiments.base import Base, methods_present
 from lingtrace.experiments.identity import check_experiment_config, retraining_identity
-from lingtrace.report.html import pvalue
+from lingtrace.report.html import pvalue, verdict_paragraph
 from lingtrace.run import read_selection, read_split
 
 log = logging.getLogger(__name__)
@@ -373,7 +373,7 @@ def finish(base: Base, cfg: Config, exp_dir: Path, methods: list[str], names: li
         "leaderboard); 0.10 plain gradient dot product, 0.32 EK-FAC (BERT on GLUE, kronfluence).",
     ]
     body = [
-        f'<p class="reading" {VERDICT_ATTRIBUTE}>{fragments.esc(chance_verdict(overall))}</p>',
+        verdict_paragraph(NAME, chance_verdict(overall), warning=bool(at_chance(overall))),
         fragments.figure(png, "mean LDS per method with its bootstrap interval", "Mean LDS per method (bootstrap 95% interval); grey band: ±1.96 sd of the permutation null; dashed: mean noise ceiling."),
         "<h3>LDS per method (all test examples)</h3>",
         fragments.table(table[table["test_lang"] == ALL].drop(columns=["test_lang"]), formats={"p_vs_null": pvalue}, text_columns=["method"]),
@@ -402,8 +402,6 @@ def finish(base: Base, cfg: Config, exp_dir: Path, methods: list[str], names: li
     )
 
 
-#: the attribute marking the sentence that names the methods at chance (read by the report's method comparison)
-VERDICT_ATTRIBUTE = f'data-verdict="{NAME}"'
 #: the permutation p at or above which a method's mean LDS counts as at chance
 CHANCE_P = 0.05
 
@@ -440,7 +438,7 @@ def _readings(overall: pd.DataFrame, floor: noise.NoiseFloor, n_subsets: int, n_
             f"{int(row['n_test'])} test examples, {n_subsets} subsets)"
         )
         if np.isfinite(row["p_vs_null"]):
-            distinct = row["p_vs_null"] < 0.05
+            distinct = row["p_vs_null"] < CHANCE_P
             text += (
                 f"; {'distinguishable' if distinct else 'not distinguishable'} from a predictor unrelated to retraining "
                 f"(permutation p = {row['p_vs_null']:.3g})"

@@ -15,6 +15,7 @@ import base64
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -218,6 +219,19 @@ BROWSER_JS = r"""
 
 def esc(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
+
+
+def verdict_paragraph(experiment: str, text: str, warning: bool = False) -> str:
+    """The sentence of an experiment's section that the report's method comparison repeats (``find_verdict``);
+    ``warning``: the comparison shows it as a warning."""
+    flag = ' data-warning="1"' if warning else ""
+    return f'<p class="reading" data-verdict="{esc(experiment)}"{flag}>{esc(text)}</p>'
+
+
+def find_verdict(fragment: str, experiment: str) -> tuple[str, bool] | None:
+    """(text, warning) of ``experiment``'s ``verdict_paragraph`` in a section fragment, or None when it has none."""
+    found = re.search(rf'<p class="reading" data-verdict="{re.escape(esc(experiment))}"( data-warning="1")?>(.*?)</p>', fragment, re.S)
+    return (html.unescape(found.group(2)), found.group(1) is not None) if found else None
 
 
 def json_for_script(obj: Any) -> str:

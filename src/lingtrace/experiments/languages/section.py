@@ -18,10 +18,7 @@ from lingtrace.experiments import html as fragments
 from lingtrace.experiments import noise
 from lingtrace.experiments.languages.columns import TABLES
 from lingtrace.experiments.languages.settings import LEAVE_ONE_OUT, NAME, SHARE, SUMMED
-from lingtrace.report.html import esc
-
-#: the attribute marking the verdict sentence (read by the report's method comparison)
-VERDICT_ATTRIBUTE = f'data-verdict="{NAME}"'
+from lingtrace.report.html import esc, verdict_paragraph
 
 
 def _num(v: float, fmt: str | None = None) -> str:
@@ -242,7 +239,7 @@ def body(pngs: dict[str, bytes], res: Any, tables: list[str], floor: noise.Noise
 
     overview = readings_overview(res.readings, res.test_order)
     parts = [
-        f'<p class="reading" {VERDICT_ATTRIBUTE}>{esc(verdict_text)}</p>',
+        verdict_paragraph(NAME, verdict_text),
         fragments.figure(
             pngs["measured"],
             "measured effect of removing each training language",

@@ -6,8 +6,6 @@ has only one.
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -17,7 +15,17 @@ from lingtrace.analysis.common import ALL, NEGATIVE, POSITIVE
 from lingtrace.analysis.layout import COMPARISON
 from lingtrace.config.influence import method_names
 from lingtrace.report import readings
-from lingtrace.report.html import columns_doc, esc, figure, more, pct, pvalue, section, table_html
+from lingtrace.report.html import (
+    columns_doc,
+    esc,
+    figure,
+    find_verdict,
+    more,
+    pct,
+    pvalue,
+    section,
+    table_html,
+)
 from lingtrace.report.inputs import ReportInputs
 from lingtrace.report.sections.common import pct_formats, pivot
 
@@ -35,10 +43,6 @@ def _by_method(frame: pd.DataFrame, value: str, rows: Sequence[str], methods: Se
     return p
 
 
-#: the verdict sentence of the languages experiment's section (``experiments.languages.section``)
-_LANGUAGES_VERDICT = re.compile(r'<p class="reading" data-verdict="languages">(.*?)</p>', re.S)
-
-
 def _retraining_check(inp: ReportInputs) -> str:
     """A link to the languages experiment's section and its verdict, or how to run it."""
     fragment = dict(inp.experiments).get("languages")
@@ -47,23 +51,19 @@ def _retraining_check(inp: ReportInputs) -> str:
             "<p class='note'>Which method's language-level picture is right can be checked by retraining: "
             "<code>lingtrace experiment languages RUN</code> retrains without each training language and compares.</p>"
         )
-    found = _LANGUAGES_VERDICT.search(fragment)
-    verdict = f" {esc(html.unescape(found.group(1)))}" if found else ""
+    found = find_verdict(fragment, "languages")
+    verdict = f" {esc(found[0])}" if found else ""
     return f"<p class='reading'>Checked by retraining (<a href='#experiment-languages'>What happens when a language's data is removed?</a>):{verdict}</p>"
 
 
-#: the lds experiment's sentence naming the methods at chance (``experiments.lds.chance_verdict``)
-_LDS_VERDICT = re.compile(r'<p class="reading" data-verdict="lds">(.*?)</p>', re.S)
-
-
 def _lds_check(inp: ReportInputs) -> str:
-    """The lds experiment's verdict on which methods are at chance, flagged when some are; empty without it."""
+    """The lds experiment's verdict on which methods are at chance, a warning when some are; empty without it."""
     fragment = dict(inp.experiments).get("lds")
-    found = _LDS_VERDICT.search(fragment) if fragment is not None else None
+    found = find_verdict(fragment, "lds") if fragment is not None else None
     if found is None:
         return ""
-    text = html.unescape(found.group(1))
-    kind = "warning" if text.startswith("At chance") else "reading"
+    text, warning = found
+    kind = "warning" if warning else "reading"
     return f"<p class='{kind}'>Checked by retraining (<a href='#experiment-lds'>the linear datamodeling score</a>): {esc(text)}</p>"
 
 
