@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -162,3 +163,9 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in blocks (a checkpoint shard need not fit in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

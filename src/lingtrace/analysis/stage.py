@@ -56,7 +56,7 @@ from lingtrace.data import schema
 from lingtrace.errors import LingtraceError
 from lingtrace.influence.params import WORD_EMBEDDINGS
 from lingtrace.influence.store import GROUP_PREFIX, META, TEST_UIDS, TRAIN_UIDS, InfluenceScores, load_scores
-from lingtrace.io import atomic_dir, read_json, write_json
+from lingtrace.io import atomic_dir, file_sha256, read_json, write_json
 from lingtrace.run import RunDir, align_uids, read_table, read_task
 from lingtrace.utils import progress
 
@@ -256,17 +256,9 @@ def write_result(directory: Path, result: AnalysisResult, info: dict[str, Any]) 
     write_json(directory / table_specs.SUMMARY, info)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def examples_digest(run: RunDir) -> str:
     """What every method's analyses read besides its store: the examples, the task, the version."""
-    parts = [_file_digest(p) for p in (run.split_path("train"), run.selection_path, run.task_path)]
+    parts = [file_sha256(p) for p in (run.split_path("train"), run.selection_path, run.task_path)]
     return hashlib.sha256(json.dumps([ANALYSIS_VERSION, *parts]).encode()).hexdigest()
 
 
@@ -274,7 +266,7 @@ def analysis_fingerprint(store: Path, examples: str, cfg: Config) -> str:
     """What one method's analyses are computed from: its store's meta.json and axes, the examples and
     the analysis settings (the store's epoch files are trusted to match its meta.json)."""
     parts = {
-        "store": [_file_digest(store / name) for name in (META, TRAIN_UIDS, TEST_UIDS)],
+        "store": [file_sha256(store / name) for name in (META, TRAIN_UIDS, TEST_UIDS)],
         "examples": examples,
         "analysis": dataclasses.asdict(cfg.analysis),
         "languages": list(cfg.data.languages),

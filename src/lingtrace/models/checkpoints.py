@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lingtrace.errors import LingtraceError
-from lingtrace.io import atomic_path
+from lingtrace.io import atomic_path, file_sha256
 from lingtrace.models.hf import quiet_transformers
 
 log = logging.getLogger(__name__)
@@ -158,14 +158,6 @@ def _link_identical(directory: Path, previous: Path, exclude: Iterable[str]) -> 
             link_or_copy(old, path)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 23), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_identity(directory: Path) -> dict[str, Any]:
     """What identifies a checkpoint's weights, cheap to check before every load: the size of each weight file
     (``files``: name -> bytes; the second moments are not weights) and the SHA-256 of the trained weights
@@ -179,7 +171,7 @@ def weights_identity(directory: Path) -> dict[str, Any]:
     trained = next(([directory / name] for name in (TRAINED_SHARD, SINGLE_FILE) if (directory / name).is_file()), files)
     digest = hashlib.sha256()
     for path in trained:
-        digest.update(_sha256(path).encode())
+        digest.update(file_sha256(path).encode())
     return {"files": {p.name: p.stat().st_size for p in files}, "sha256": digest.hexdigest()}
 
 
